@@ -1,0 +1,3 @@
+//! Execution backends. Each runs graph segments; the CPU backend uses tract.
+
+pub mod cpu;

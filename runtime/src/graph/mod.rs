@@ -1,0 +1,9 @@
+//! The model graph: loading ONNX into a validated, indexed form ([`OnnxGraph`]) and cutting it into
+//! trunk and head segments ([`split`]).
+
+mod onnx;
+pub mod split;
+
+pub(crate) use onnx::dtype_to_onnx as onnx_dtype;
+pub use onnx::{Dim, OnnxGraph, TensorSpec};
+pub use split::{HeadPart, Split, TrunkSegment};

@@ -1,0 +1,30 @@
+//! # hydrant
+//!
+//! An embeddable runtime for multi-task neural networks. A model exported from PyTorch with a
+//! shared **trunk** and several task **heads** is loaded from ONNX, split by itself into trunk and
+//! heads, and run so that the trunk is computed once per input and only the heads asked for run.
+//!
+//! ```no_run
+//! use hydrant::{LoadOptions, Model, Tensor};
+//! let model = Model::load("hydranet.onnx", LoadOptions::new())?;
+//! let image = Tensor::zeros::<f32>(&[1, 3, 32, 32])?;
+//! // One trunk pass, one head.
+//! let out = model.run(&[("image", &image)], &["cls"])?;
+//! // Keep trunk features; run another head later on them.
+//! let features = model.trunk(&[("image", &image)])?;
+//! let seg = model.heads(&features, &["seg"])?;
+//! # Ok::<(), hydrant::Error>(())
+//! ```
+
+pub mod backend;
+pub mod error;
+pub mod graph;
+pub mod model;
+pub mod npy;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use graph::{Dim, Split, TensorSpec};
+pub use model::{Device, Features, LoadOptions, Model, Outputs, PartStats, Summary};
+pub use npy::{read_npy, write_npy};
+pub use tensor::{DType, Tensor, TensorData};

@@ -1,0 +1,40 @@
+//! Helpers shared by hydrant's integration tests: fixture paths, fixture loading, comparisons.
+
+use hydrant::Tensor;
+use std::path::PathBuf;
+
+/// Absolute path of a file in `tests/fixtures/`.
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
+}
+
+/// Reads a `.npy` fixture.
+pub fn npy(name: &str) -> Tensor {
+    hydrant::read_npy(fixture(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
+/// Reads a JSON fixture.
+pub fn json(name: &str) -> serde_json::Value {
+    let text = std::fs::read_to_string(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// `max |a - b| / max |b|` over f32 tensors of equal shape (panics on a shape mismatch).
+pub fn rel_err(actual: &Tensor, reference: &Tensor) -> f32 {
+    assert_eq!(actual.shape(), reference.shape(), "shapes differ");
+    let a = actual.to_f32();
+    let b = reference.to_f32();
+    let (a, b) = (a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
+    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(f32::MIN_POSITIVE);
+    let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    if diff.is_nan() || a.iter().any(|x| x.is_nan()) {
+        return f32::INFINITY;
+    }
+    diff / scale
+}
+
+/// Asserts `rel_err(actual, reference) <= tol`, naming `what` on failure.
+pub fn assert_close(what: &str, actual: &Tensor, reference: &Tensor, tol: f32) {
+    let e = rel_err(actual, reference);
+    assert!(e <= tol, "{what}: relative error {e:e} > {tol:e}");
+}
