@@ -22,6 +22,7 @@ pub mod graph;
 pub mod model;
 pub mod npy;
 pub mod tensor;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use graph::{Dim, Split, TensorSpec};
