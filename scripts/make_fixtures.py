@@ -469,6 +469,21 @@ def make_digits() -> dict[str, float]:
     return accs
 
 
+def make_unknown_op() -> None:
+    """unknown_op.onnx: a valid protobuf whose second node uses an operator no runtime knows."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="first_relu"),
+        helper.make_node("FancyOp", ["r"], ["y"], name="the_fancy_node"),
+    ]
+    graph = helper.make_graph(nodes, "unknown_op", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, OUT / "unknown_op.onnx")
+
+
 # --------------------------------------------------------------------------
 
 
@@ -478,13 +493,14 @@ def main() -> None:
     make_hydranet()
     make_single()
     accs = make_digits()
+    make_unknown_op()
 
     print("\nexporter used:")
     for f, how in EXPORTER_USED.items():
         print(f"  {f}: {how}")
     print("\nfixtures:")
     total = 0
-    for p in sorted(OUT.iterdir()):
+    for p in sorted(q for q in OUT.iterdir() if q.is_file()):
         size = p.stat().st_size
         total += size
         print(f"  {p.name:36s} {size:9d} B")

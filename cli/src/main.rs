@@ -1,1 +1,92 @@
-fn main() {}
+//! `hydrant`: inspect, run and benchmark multi-task models from the command line.
+//!
+//! Every failure prints one line on stderr and exits with status 2.
+
+mod bench;
+mod demo;
+mod inspect;
+mod run;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "hydrant",
+    version,
+    about = "Run multi-task neural networks: trunk once, heads on demand"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a model's inputs, its trunk and its heads (params, FLOPs, cut points).
+    Inspect(inspect::Args),
+    /// Run a model on .npy inputs and write each requested head's outputs as .npy files.
+    Run(run::Args),
+    /// Measure latency: full graph, each head, heads on stored features, separate models.
+    Bench(bench::Args),
+    /// Run the built-in demo: a multi-task model on scikit-learn's handwritten digits.
+    Demo(demo::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(a) => inspect::main(a),
+        Command::Run(a) => run::main(a),
+        Command::Bench(a) => bench::main(a),
+        Command::Demo(a) => demo::main(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Options shared by the commands that load a model.
+#[derive(clap::Args, Clone)]
+pub struct ModelArgs {
+    /// The model file (ONNX).
+    pub model: std::path::PathBuf,
+    /// Trunk tensors to cut at (comma-separated); everything downstream becomes head(s).
+    #[arg(long, value_delimiter = ',')]
+    pub cut: Vec<String>,
+    /// Intra-op threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// auto, cpu, cuda or cuda:N (default: $HYDRANT_DEVICE, else auto).
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+impl ModelArgs {
+    /// Loads the model these options describe.
+    pub fn load(&self) -> hydrant::Result<hydrant::Model> {
+        let mut options = hydrant::LoadOptions::new().cut_at(self.cut.iter().cloned());
+        if let Some(n) = self.threads {
+            options = options.threads(n);
+        }
+        let device = self.device.clone().or_else(|| std::env::var("HYDRANT_DEVICE").ok());
+        if let Some(d) = device {
+            options = options.device(d.parse()?);
+        }
+        hydrant::Model::load(&self.model, options)
+    }
+}
+
+/// Formats a count with a k/M/G suffix.
+pub fn human(n: f64) -> String {
+    match n {
+        n if n >= 1e9 => format!("{:.2} G", n / 1e9),
+        n if n >= 1e6 => format!("{:.2} M", n / 1e6),
+        n if n >= 1e3 => format!("{:.1} k", n / 1e3),
+        n => format!("{n:.0} "),
+    }
+}

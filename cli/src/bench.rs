@@ -1,0 +1,172 @@
+//! `hydrant bench`: latency medians measured in one run, optionally beside onnxruntime.
+
+use crate::ModelArgs;
+use hydrant::{Dim, Error, Model, Tensor};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Arguments of `hydrant bench`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Batch size (the value of every symbolic input dimension).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Timed repetitions per measurement (after 3 warm-up runs).
+    #[arg(long, default_value_t = 30)]
+    iters: usize,
+    /// Also time onnxruntime on the same file and threads (runs bench/peer_ort.py).
+    #[arg(long)]
+    vs_ort: bool,
+    /// Python interpreter with onnxruntime (default: .venv/bin/python if present, else python3).
+    #[arg(long)]
+    python: Option<PathBuf>,
+}
+
+/// Median wall time in milliseconds of `iters` runs of `f`, after 3 warm-up runs.
+pub fn median_ms(iters: usize, mut f: impl FnMut() -> hydrant::Result<()>) -> hydrant::Result<f64> {
+    for _ in 0..3 {
+        f()?;
+    }
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters.max(1) {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// Deterministic pseudo-random inputs for every model input, batch dimension = `batch`.
+pub fn random_inputs(model: &Model, batch: usize) -> hydrant::Result<Vec<(String, Tensor)>> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    model
+        .inputs()
+        .iter()
+        .map(|spec| {
+            let shape: Vec<usize> = spec
+                .shape
+                .iter()
+                .map(|d| match d {
+                    Dim::Fixed(n) => *n,
+                    Dim::Symbolic(_) => batch,
+                })
+                .collect();
+            let n = hydrant::tensor::element_count(&shape)?;
+            let data: Vec<f32> = (0..n)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+                })
+                .collect();
+            let t = Tensor::new(&shape, data)?;
+            let t = if spec.dtype == hydrant::DType::F32 { t } else { cast(t, spec.dtype)? };
+            Ok((spec.name.clone(), t))
+        })
+        .collect()
+}
+
+fn cast(t: Tensor, dtype: hydrant::DType) -> hydrant::Result<Tensor> {
+    let shape = t.shape().to_vec();
+    let v = t.into_vec::<f32>()?;
+    match dtype {
+        hydrant::DType::U8 => {
+            Tensor::new(&shape, v.iter().map(|x| ((x + 1.0) * 127.0) as u8).collect())
+        }
+        hydrant::DType::I64 => Tensor::new(&shape, v.iter().map(|&x| (x > 0.0) as i64).collect()),
+        d => Err(Error::InvalidArgument(format!("bench cannot make {d} inputs"))),
+    }
+}
+
+pub fn main(args: Args) -> hydrant::Result<()> {
+    let model = args.model.load()?;
+    let owned = random_inputs(&model, args.batch)?;
+    let inputs: Vec<(&str, &Tensor)> = owned.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let heads = model.head_names();
+    let iters = args.iters;
+    println!(
+        "model {}  batch {}  threads {}  device {:?}  ({} timed runs each, medians)",
+        args.model.model.display(),
+        args.batch,
+        model.threads(),
+        model.device(),
+        iters
+    );
+    let full = median_ms(iters, || model.run(&inputs, &[]).map(drop))?;
+    let mut rows: Vec<(String, f64)> = vec![("full graph: trunk once + all heads".into(), full)];
+    for h in &heads {
+        let t = median_ms(iters, || model.run(&inputs, &[h]).map(drop))?;
+        rows.push((format!("head {h}: only what it needs"), t));
+    }
+    let features = model.trunk(&inputs)?;
+    let t = median_ms(iters, || model.heads(&features, &[]).map(drop))?;
+    rows.push(("all heads on stored features".into(), t));
+    for h in &heads {
+        let t = median_ms(iters, || model.heads(&features, &[h]).map(drop))?;
+        rows.push((format!("head {h} on stored features"), t));
+    }
+    let separate =
+        median_ms(iters, || heads.iter().try_for_each(|h| model.run(&inputs, &[h]).map(drop)))?;
+    rows.push((format!("{} separate single-task models (trunk per head)", heads.len()), separate));
+    println!("{:<52} {:>10} {:>10}", "measurement", "median ms", "vs full");
+    for (name, t) in &rows {
+        println!("{name:<52} {t:>10.3} {:>9.2}x", t / full);
+    }
+    if args.vs_ort {
+        let peer = peer_ort(&args, model.threads())?;
+        let ort_full = peer["full_ms"].as_f64().ok_or_else(|| {
+            Error::InvalidArgument(format!("bench/peer_ort.py printed no full_ms: {peer}"))
+        })?;
+        println!();
+        println!("{:<52} {:>10} {:>10}", "full graph, same file and threads", "median ms", "ratio");
+        println!(
+            "{:<52} {ort_full:>10.3} {:>9.2}x",
+            format!("onnxruntime {}", peer["version"].as_str().unwrap_or("")),
+            1.0
+        );
+        println!("{:<52} {full:>10.3} {:>9.2}x", "hydrant", full / ort_full);
+        if let Some(per_head) = peer["heads_ms"].as_object() {
+            for h in &heads {
+                if let Some(ms) = per_head.get(*h).and_then(Value::as_f64) {
+                    println!("{:<52} {ms:>10.3}", format!("onnxruntime, outputs of head {h} only"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn peer_ort(args: &Args, threads: usize) -> hydrant::Result<Value> {
+    let python = args.python.clone().unwrap_or_else(|| {
+        let venv = PathBuf::from(".venv/bin/python");
+        if venv.exists() {
+            venv
+        } else {
+            PathBuf::from("python3")
+        }
+    });
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/peer_ort.py");
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(&args.model.model)
+        .args(["--batch", &args.batch.to_string(), "--threads", &threads.to_string()])
+        .args(["--iters", &args.iters.to_string()])
+        .output()
+        .map_err(|e| Error::Io { path: python.clone(), source: e })?;
+    if !out.status.success() {
+        return Err(Error::InvalidArgument(format!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+        )));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or("");
+    serde_json::from_str(line)
+        .map_err(|e| Error::InvalidArgument(format!("peer_ort.py output `{line}`: {e}")))
+}
