@@ -78,6 +78,32 @@ fn every_way_of_running_matches_onnxruntime() {
 }
 
 #[test]
+fn batches_as_rows_equal_one_batched_pass() {
+    let x = npy("hydranet_input_b3.npy");
+    let inputs = [("image", &x)];
+    for threads in [1, 2] {
+        let load = |rows: bool| {
+            let options = LoadOptions::new().threads(threads).batch_as_rows(rows);
+            Model::load(fixture("hydranet.onnx"), options).unwrap()
+        };
+        let (rows, pass) = (load(true), load(false));
+        let (a, b) = (rows.run(&inputs, &[]).unwrap(), pass.run(&inputs, &[]).unwrap());
+        for h in HEADS {
+            let tag = format!("rows vs one pass, {h}, {threads} threads");
+            assert_close(&tag, a.get(h).unwrap(), b.get(h).unwrap(), 1e-5);
+            assert_close(&tag, a.get(h).unwrap(), &npy(&format!("hydranet_b3_{h}.npy")), TOL);
+        }
+        let (fa, fb) = (rows.trunk(&inputs).unwrap(), pass.trunk(&inputs).unwrap());
+        assert_eq!(fa.names(), fb.names());
+        for n in fa.names() {
+            let (ta, tb) = (fa.get(n).unwrap(), fb.get(n).unwrap());
+            assert_eq!(ta.shape()[0], 3, "feature {n} keeps the batch");
+            assert_close(&format!("feature {n}"), &ta, &tb, 1e-5);
+        }
+    }
+}
+
+#[test]
 fn a_single_head_skips_what_it_does_not_need() {
     let model = hydranet();
     let x = npy("hydranet_input_b1.npy");

@@ -2,11 +2,13 @@
 //! the heads asked for, keep trunk [`Features`] to run heads later.
 
 use crate::backend::cpu::{self, CpuSegment, Fact};
+use crate::backend::rows::{self, Env};
 use crate::error::{Error, Result};
 use crate::graph::{split, Dim, HeadPart, OnnxGraph, Split, TensorSpec};
 use crate::tensor::Tensor;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::OnceLock;
 use tract_linalg::multithread::{multithread_tract_scope, Executor};
 use tract_onnx::prelude::TValue;
 
@@ -49,6 +51,7 @@ pub struct LoadOptions {
     threads: Option<usize>,
     cut_points: Vec<String>,
     device: Device,
+    batch_as_rows: Option<bool>,
 }
 
 impl LoadOptions {
@@ -72,6 +75,15 @@ impl LoadOptions {
     /// The device to run on.
     pub fn device(mut self, device: Device) -> LoadOptions {
         self.device = device;
+        self
+    }
+
+    /// Whether a batch of N runs as N batch-1 rows spread over the threads (`true`) or as one
+    /// batch-N pass (`false`). Default: rows for models with convolutions, whose batch-N plans
+    /// materialise im2col on one thread; one pass otherwise. Rows are used only when every
+    /// tensor between segments carries the batch on axis 0 (checked once per model).
+    pub fn batch_as_rows(mut self, rows: bool) -> LoadOptions {
+        self.batch_as_rows = Some(rows);
         self
     }
 }
@@ -100,6 +112,14 @@ impl Outputs {
     /// The named tensors, in order.
     pub fn into_vec(self) -> Vec<(String, Tensor)> {
         self.0
+    }
+
+    fn from_values(values: Vec<(String, TValue)>) -> Result<Outputs> {
+        values
+            .into_iter()
+            .map(|(n, v)| Ok((n, cpu::from_tvalue(&v)?)))
+            .collect::<Result<_>>()
+            .map(Outputs)
     }
 }
 
@@ -172,6 +192,10 @@ pub struct Model {
     executor: Executor,
     threads: usize,
     device: Device,
+    /// Whether batches may run as batch-1 rows (option, or the model has convolutions).
+    rows_wanted: bool,
+    /// Whether every tensor between segments is batch-major (computed on first batched call).
+    rows_valid: OnceLock<bool>,
 }
 
 impl std::fmt::Debug for Model {
@@ -233,7 +257,11 @@ impl Model {
             .collect();
         let executor =
             if threads > 1 { Executor::multithread(threads) } else { Executor::SingleThread };
-        Ok(Model { graph, split, trunk, heads, executor, threads, device })
+        let rows_wanted = options
+            .batch_as_rows
+            .unwrap_or_else(|| graph.nodes().iter().any(|n| n.op_type == "Conv"));
+        let rows_valid = OnceLock::new();
+        Ok(Model { graph, split, trunk, heads, executor, threads, device, rows_wanted, rows_valid })
     }
 
     /// The model's declared inputs.
@@ -269,28 +297,107 @@ impl Model {
     /// Runs the trunk once and the named heads (all heads when `heads` is empty).
     pub fn run(&self, inputs: &[(&str, &Tensor)], heads: &[&str]) -> Result<Outputs> {
         let heads = self.head_indices(heads)?;
-        self.scoped(|| {
-            let features = self.trunk_values(inputs, &heads)?;
-            self.head_values(&features, &heads)
-        })
+        let env = self.check_inputs(inputs)?;
+        let outputs = self.by_rows(env, |env| {
+            let features = self.trunk_values(env, &heads)?;
+            self.head_values(&features.values, &heads)
+        })?;
+        Outputs::from_values(outputs)
     }
 
     /// Runs the whole trunk and returns every cut-point tensor.
     pub fn trunk(&self, inputs: &[(&str, &Tensor)]) -> Result<Features> {
         let all: Vec<usize> = (0..self.heads.len()).collect();
-        self.scoped(|| self.trunk_values(inputs, &all))
+        self.features(inputs, &all)
     }
 
     /// Runs only the trunk segments the named heads need (all when empty).
     pub fn trunk_for(&self, inputs: &[(&str, &Tensor)], heads: &[&str]) -> Result<Features> {
         let heads = self.head_indices(heads)?;
-        self.scoped(|| self.trunk_values(inputs, &heads))
+        self.features(inputs, &heads)
     }
 
     /// Runs the named heads (all when empty) on features from [`Model::trunk`].
     pub fn heads(&self, features: &Features, heads: &[&str]) -> Result<Outputs> {
         let heads = self.head_indices(heads)?;
-        self.scoped(|| self.head_values(features, &heads))
+        let outputs =
+            self.by_rows(features.values.clone(), |env| self.head_values(&env, &heads))?;
+        Outputs::from_values(outputs)
+    }
+
+    fn features(&self, inputs: &[(&str, &Tensor)], heads: &[usize]) -> Result<Features> {
+        let env = self.check_inputs(inputs)?;
+        let values = self.by_rows(env, |env| {
+            let mut named: Vec<(String, TValue)> =
+                self.trunk_values(env, heads)?.values.into_iter().collect();
+            named.sort_by(|a, b| a.0.cmp(&b.0));
+            Ok(named)
+        })?;
+        Ok(Features { values: values.into_iter().collect() })
+    }
+
+    /// Runs `f` on `env`, either once or, for a batch run as rows, once per batch-1 row on the
+    /// model's threads; row results (the same names in the same order each time) are stacked.
+    fn by_rows(
+        &self,
+        env: Env,
+        f: impl Fn(Env) -> Result<Vec<(String, TValue)>> + Sync,
+    ) -> Result<Vec<(String, TValue)>> {
+        let n = match rows::common_rows(&env) {
+            Some(n) if n > 1 && self.rows_apply() => n,
+            _ => return self.scoped(|| f(env)),
+        };
+        let per_row = rows::map_rows(n, self.threads, |i| f(rows::row(&env, i)?))?;
+        let names: Vec<String> =
+            per_row.first().map(|r| r.iter().map(|(n, _)| n.clone()).collect()).unwrap_or_default();
+        let values: Vec<Vec<TValue>> =
+            per_row.into_iter().map(|r| r.into_iter().map(|(_, v)| v).collect()).collect();
+        Ok(names.iter().cloned().zip(rows::stack(&names, &values)?).collect())
+    }
+
+    /// Whether batches run as rows: wanted, and every tensor that crosses a segment boundary has
+    /// the batch on axis 0 (typed at batch 1 and 2 and compared, once per model).
+    fn rows_apply(&self) -> bool {
+        self.rows_wanted
+            && *self.rows_valid.get_or_init(|| {
+                let (Some(one), Some(two)) = (self.facts_at(1), self.facts_at(2)) else {
+                    return false;
+                };
+                one.iter().all(|(name, (dt, s1))| {
+                    two.get(name).is_some_and(|(dt2, s2)| {
+                        dt == dt2
+                            && s1.len() == s2.len()
+                            && s1.first() == Some(&1)
+                            && s2.first() == Some(&2)
+                            && s1[1..] == s2[1..]
+                    })
+                })
+            })
+    }
+
+    /// Element types and shapes of every input and segment output at batch size `batch`, or
+    /// `None` when an input has no symbolic leading dimension or a segment cannot be typed.
+    fn facts_at(&self, batch: usize) -> Option<HashMap<String, Fact>> {
+        let mut env = HashMap::new();
+        for i in self.graph.inputs() {
+            if !matches!(i.shape.first(), Some(Dim::Symbolic(_))) {
+                return None;
+            }
+            let shape = i.shape.iter().enumerate().map(|(k, d)| match d {
+                Dim::Fixed(n) => *n,
+                Dim::Symbolic(_) if k == 0 => batch,
+                Dim::Symbolic(_) => 1,
+            });
+            env.insert(i.name.clone(), (i.dtype, shape.collect()));
+        }
+        let segments = self.trunk.iter().map(|t| &t.segment);
+        for seg in segments.chain(self.heads.iter().filter_map(|h| h.segment.as_ref())) {
+            let facts: Vec<Fact> =
+                seg.inputs.iter().map(|n| env.get(n).cloned()).collect::<Option<_>>()?;
+            let (_, outs) = seg.cost(&facts).ok()?;
+            env.extend(seg.outputs.iter().cloned().zip(outs));
+        }
+        Some(env)
     }
 
     /// Parameters and batch-1 FLOPs of the trunk and of each head.
@@ -414,8 +521,7 @@ impl Model {
         Ok(env)
     }
 
-    fn trunk_values(&self, inputs: &[(&str, &Tensor)], heads: &[usize]) -> Result<Features> {
-        let mut env = self.check_inputs(inputs)?;
+    fn trunk_values(&self, mut env: Env, heads: &[usize]) -> Result<Features> {
         for part in &self.trunk {
             if part.heads.iter().any(|h| heads.contains(h)) {
                 for (name, v) in part.segment.run(&env)? {
@@ -429,12 +535,12 @@ impl Model {
         Ok(Features { values: env })
     }
 
-    fn head_values(&self, features: &Features, heads: &[usize]) -> Result<Outputs> {
+    fn head_values(&self, features: &Env, heads: &[usize]) -> Result<Vec<(String, TValue)>> {
         let mut out = Vec::new();
         for &h in heads {
             let head = &self.heads[h];
             let produced = match &head.segment {
-                Some(seg) => seg.run(&features.values)?,
+                Some(seg) => seg.run(features)?,
                 None => vec![],
             };
             for name in &head.part.outputs {
@@ -442,12 +548,12 @@ impl Model {
                     .iter()
                     .find(|(n, _)| n == name)
                     .map(|(_, v)| v)
-                    .or_else(|| features.values.get(name))
+                    .or_else(|| features.get(name))
                     .ok_or_else(|| Error::MissingFeature(name.clone()))?;
-                out.push((name.clone(), cpu::from_tvalue(v)?));
+                out.push((name.clone(), v.clone()));
             }
         }
-        Ok(Outputs(out))
+        Ok(out)
     }
 }
 
