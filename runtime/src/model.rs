@@ -52,6 +52,7 @@ pub struct LoadOptions {
     cut_points: Vec<String>,
     device: Device,
     batch_as_rows: Option<bool>,
+    max_bytes: Option<u64>,
 }
 
 impl LoadOptions {
@@ -85,6 +86,17 @@ impl LoadOptions {
     pub fn batch_as_rows(mut self, rows: bool) -> LoadOptions {
         self.batch_as_rows = Some(rows);
         self
+    }
+
+    /// Most bytes the model's stored tensors may declare, checked before anything is allocated
+    /// (default [`DEFAULT_MAX_BYTES`](crate::graph::DEFAULT_MAX_BYTES), 4 GiB).
+    pub fn max_bytes(mut self, bytes: u64) -> LoadOptions {
+        self.max_bytes = Some(bytes);
+        self
+    }
+
+    fn byte_budget(&self) -> u64 {
+        self.max_bytes.unwrap_or(crate::graph::DEFAULT_MAX_BYTES)
     }
 }
 
@@ -207,12 +219,15 @@ impl std::fmt::Debug for Model {
 impl Model {
     /// Loads an ONNX model and splits it into trunk and heads.
     pub fn load(path: impl AsRef<Path>, options: LoadOptions) -> Result<Model> {
-        Model::from_graph(OnnxGraph::load(path.as_ref())?, options)
+        Model::from_graph(OnnxGraph::load_limited(path.as_ref(), options.byte_budget())?, options)
     }
 
     /// Loads an ONNX model held in memory (external data, if any, is not available).
     pub fn from_bytes(bytes: &[u8], options: LoadOptions) -> Result<Model> {
-        Model::from_graph(OnnxGraph::from_bytes(bytes, None)?, options)
+        Model::from_graph(
+            OnnxGraph::from_bytes_limited(bytes, None, options.byte_budget())?,
+            options,
+        )
     }
 
     fn from_graph(graph: OnnxGraph, options: LoadOptions) -> Result<Model> {

@@ -1,8 +1,11 @@
 //! The model graph: loading ONNX into a validated, indexed form ([`OnnxGraph`]) and cutting it into
 //! trunk and head segments ([`split`]).
 
+mod limits;
 mod onnx;
 pub mod split;
+
+pub use limits::DEFAULT_MAX_BYTES;
 
 pub(crate) use onnx::dtype_to_onnx as onnx_dtype;
 pub use onnx::{Dim, OnnxGraph, TensorSpec};

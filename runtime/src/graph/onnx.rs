@@ -3,6 +3,7 @@
 //! Validation here is structural (every tensor produced once, every input produced somewhere, no
 //! cycles, every op known to the engine); numerical validation happens when a segment is planned.
 
+use super::limits;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, MAX_RANK};
 use std::collections::{HashMap, HashSet};
@@ -71,9 +72,14 @@ pub struct OnnxGraph {
 impl OnnxGraph {
     /// Reads and validates an ONNX file.
     pub fn load(path: &Path) -> Result<OnnxGraph> {
+        OnnxGraph::load_limited(path, limits::DEFAULT_MAX_BYTES)
+    }
+
+    /// [`OnnxGraph::load`] with a budget for the bytes the model's tensors declare.
+    pub fn load_limited(path: &Path, max_bytes: u64) -> Result<OnnxGraph> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let dir = path.parent().map(Path::to_path_buf);
-        OnnxGraph::from_bytes(&bytes, dir).map_err(|e| match e {
+        OnnxGraph::from_bytes_limited(&bytes, dir, max_bytes).map_err(|e| match e {
             Error::InvalidModel(m) => Error::InvalidModel(format!("{}: {m}", path.display())),
             e => e,
         })
@@ -81,9 +87,21 @@ impl OnnxGraph {
 
     /// Parses and validates ONNX bytes; `model_dir` resolves external tensor data.
     pub fn from_bytes(bytes: &[u8], model_dir: Option<PathBuf>) -> Result<OnnxGraph> {
+        OnnxGraph::from_bytes_limited(bytes, model_dir, limits::DEFAULT_MAX_BYTES)
+    }
+
+    /// [`OnnxGraph::from_bytes`] with a budget for the bytes the model's tensors declare.
+    pub fn from_bytes_limited(
+        bytes: &[u8],
+        model_dir: Option<PathBuf>,
+        max_bytes: u64,
+    ) -> Result<OnnxGraph> {
         let proto = tract_onnx::onnx()
             .proto_model_for_read(&mut &bytes[..])
             .map_err(|e| Error::InvalidModel(format!("not an ONNX protobuf ({e})")))?;
+        if let Some(g) = proto.graph.as_ref() {
+            limits::check_model(g, model_dir.as_deref(), max_bytes)?;
+        }
         OnnxGraph::from_proto(proto, model_dir)
     }
 
