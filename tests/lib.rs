@@ -38,3 +38,32 @@ pub fn assert_close(what: &str, actual: &Tensor, reference: &Tensor, tol: f32) {
     let e = rel_err(actual, reference);
     assert!(e <= tol, "{what}: relative error {e:e} > {tol:e}");
 }
+
+/// The tensors and metadata of a safetensors fixture (f32, i64 and u8 tensors).
+pub fn safetensors(
+    name: &str,
+) -> (std::collections::HashMap<String, Tensor>, std::collections::HashMap<String, String>) {
+    use safetensors::tensor::{Dtype, SafeTensors};
+    let bytes = std::fs::read(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut out = std::collections::HashMap::new();
+    for (n, v) in st.tensors() {
+        let b = v.data();
+        let t = match v.dtype() {
+            Dtype::F32 => Tensor::new(
+                v.shape(),
+                b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+            ),
+            Dtype::I64 => Tensor::new(
+                v.shape(),
+                b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(),
+            ),
+            Dtype::U8 | Dtype::BOOL => Tensor::new(v.shape(), b.to_vec()),
+            d => panic!("{name}: tensor {n} has unsupported dtype {d:?}"),
+        }
+        .unwrap();
+        out.insert(n, t);
+    }
+    (out, meta.metadata().clone().unwrap_or_default())
+}

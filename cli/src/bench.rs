@@ -87,7 +87,8 @@ pub fn main(args: Args) -> hydrant::Result<()> {
     let model = args.model.load()?;
     let owned = random_inputs(&model, args.batch)?;
     let inputs: Vec<(&str, &Tensor)> = owned.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let heads = model.head_names();
+    let head_names = model.head_names();
+    let heads: Vec<&str> = head_names.iter().map(String::as_str).collect();
     let iters = args.iters;
     println!(
         "model {}  batch {}  threads {}  device {:?}  ({} timed runs each, medians)",

@@ -80,7 +80,8 @@ pub fn main(args: Args) -> hydrant::Result<()> {
 
     let one = images.slice_rows(n - 1, n)?;
     let single = [("image", &one)];
-    let heads = model.head_names();
+    let head_names = model.head_names();
+    let heads: Vec<&str> = head_names.iter().map(String::as_str).collect();
     let trunk_once = median_ms(50, || model.run(&single, &[]).map(drop))?;
     let separate =
         median_ms(50, || heads.iter().try_for_each(|h| model.run(&single, &[h]).map(drop)))?;

@@ -67,6 +67,14 @@ pub enum Error {
     /// A value outside what an option accepts.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A head cannot be trained (an op outside the trainable vocabulary, several inputs…).
+    #[error("head `{head}` is not trainable: {reason}")]
+    NotTrainable {
+        /// The head.
+        head: String,
+        /// What prevents it (the node and op, when one does).
+        reason: String,
+    },
     /// The inference engine failed while preparing or running a segment.
     #[error("{segment}: {message}")]
     Backend {
@@ -92,6 +100,7 @@ impl Error {
             Error::MissingFeature(_) => 9,
             Error::InvalidArgument(_) => 10,
             Error::Backend { .. } => 11,
+            Error::NotTrainable { .. } => 12,
         }
     }
 

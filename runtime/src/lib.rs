@@ -18,7 +18,9 @@
 
 pub mod backend;
 pub mod error;
+pub mod fsutil;
 pub mod graph;
+pub mod heads;
 pub mod model;
 pub mod npy;
 pub mod tensor;
@@ -26,6 +28,8 @@ pub mod train;
 
 pub use error::{Error, Result};
 pub use graph::{Dim, Split, TensorSpec};
+pub use heads::HeadSet;
 pub use model::{Device, Features, LoadOptions, Model, Outputs, PartStats, Summary};
 pub use npy::{read_npy, write_npy};
 pub use tensor::{DType, Tensor, TensorData};
+pub use train::{Head, HeadSpec, Labels, LayerSpec, TaskSpec, TrainOptions, Trainer};

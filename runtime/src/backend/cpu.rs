@@ -41,8 +41,25 @@ impl std::fmt::Debug for CpuSegment {
 impl CpuSegment {
     /// Extracts `nodes` (and the constants they use) from `graph` as a stand-alone ONNX graph.
     pub fn new(graph: &OnnxGraph, nodes: &[usize], name: String) -> CpuSegment {
-        let (inputs, outputs) = split::boundary(graph, nodes);
+        CpuSegment::with_outputs(graph, nodes, name, &[])
+    }
+
+    /// [`CpuSegment::new`], also handing out the tensors `extra` that the nodes produce (for
+    /// heads attached outside the graph).
+    pub fn with_outputs(
+        graph: &OnnxGraph,
+        nodes: &[usize],
+        name: String,
+        extra: &[String],
+    ) -> CpuSegment {
+        let (inputs, mut outputs) = split::boundary(graph, nodes);
         let all = graph.nodes();
+        for t in extra {
+            let made_here = nodes.iter().any(|&n| all[n].output.contains(t));
+            if made_here && !outputs.contains(t) {
+                outputs.push(t.clone());
+            }
+        }
         // The segment's nodes plus every constant node they depend on, in topological order.
         let mut keep: HashSet<usize> = nodes.iter().copied().collect();
         let mut stack: Vec<usize> = nodes.to_vec();
@@ -79,14 +96,18 @@ impl CpuSegment {
             graph: Some(sub),
             ..Default::default()
         };
-        CpuSegment {
-            name,
-            inputs,
-            outputs,
-            proto,
-            model_dir: graph.model_dir.clone(),
-            plans: Mutex::new(HashMap::new()),
-        }
+        CpuSegment::from_proto(name, proto, inputs, outputs, graph.model_dir.clone())
+    }
+
+    /// A segment from a stand-alone ONNX model reading `inputs` and handing out `outputs`.
+    pub fn from_proto(
+        name: String,
+        proto: pb::ModelProto,
+        inputs: Vec<String>,
+        outputs: Vec<String>,
+        model_dir: Option<PathBuf>,
+    ) -> CpuSegment {
+        CpuSegment { name, inputs, outputs, proto, model_dir, plans: Mutex::new(HashMap::new()) }
     }
 
     /// The segment as a decluttered typed model for the given input facts.

@@ -1,0 +1,103 @@
+//! [`LoadOptions`] and [`Device`]: how a model is loaded and where it runs.
+
+use crate::error::{Error, Result};
+
+/// Most intra-op threads a model accepts.
+pub const MAX_THREADS: usize = 256;
+
+/// Where a model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    /// A GPU when one is usable, else the CPU.
+    #[default]
+    Auto,
+    /// The CPU (tract).
+    Cpu,
+    /// The CUDA device with this ordinal.
+    Cuda(usize),
+}
+
+impl std::str::FromStr for Device {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Device> {
+        match s {
+            "auto" => Ok(Device::Auto),
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            _ => s.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(Device::Cuda).ok_or_else(
+                || {
+                    Error::InvalidArgument(format!(
+                        "device `{s}`: expected auto, cpu, cuda or cuda:N"
+                    ))
+                },
+            ),
+        }
+    }
+}
+
+/// Options for [`Model::load`](crate::Model::load).
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    pub(crate) threads: Option<usize>,
+    pub(crate) cut_points: Vec<String>,
+    pub(crate) device: Device,
+    pub(crate) batch_as_rows: Option<bool>,
+    pub(crate) max_bytes: Option<u64>,
+}
+
+impl LoadOptions {
+    /// Defaults: all cores, automatic split, automatic device.
+    pub fn new() -> LoadOptions {
+        LoadOptions::default()
+    }
+
+    /// Names the trunk tensors where heads attach; everything downstream of them becomes head(s).
+    pub fn cut_at<S: Into<String>>(mut self, tensors: impl IntoIterator<Item = S>) -> LoadOptions {
+        self.cut_points = tensors.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Intra-op threads (default: the machine's available parallelism).
+    pub fn threads(mut self, n: usize) -> LoadOptions {
+        self.threads = Some(n);
+        self
+    }
+
+    /// The device to run on.
+    pub fn device(mut self, device: Device) -> LoadOptions {
+        self.device = device;
+        self
+    }
+
+    /// Whether a batch of N runs as N batch-1 rows spread over the threads (`true`) or as one
+    /// batch-N pass (`false`). Default: rows for models with convolutions, whose batch-N plans
+    /// materialise im2col on one thread; one pass otherwise. Rows are used only when every
+    /// tensor between segments carries the batch on axis 0 (checked once per model).
+    pub fn batch_as_rows(mut self, rows: bool) -> LoadOptions {
+        self.batch_as_rows = Some(rows);
+        self
+    }
+
+    /// Most bytes the model's stored tensors may declare, checked before anything is allocated
+    /// (default [`DEFAULT_MAX_BYTES`](crate::graph::DEFAULT_MAX_BYTES), 4 GiB).
+    pub fn max_bytes(mut self, bytes: u64) -> LoadOptions {
+        self.max_bytes = Some(bytes);
+        self
+    }
+
+    pub(crate) fn byte_budget(&self) -> u64 {
+        self.max_bytes.unwrap_or(crate::graph::DEFAULT_MAX_BYTES)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_parses() {
+        assert_eq!("cuda:2".parse::<Device>().unwrap(), Device::Cuda(2));
+        assert_eq!("cpu".parse::<Device>().unwrap(), Device::Cpu);
+        assert!("gpu".parse::<Device>().is_err());
+    }
+}

@@ -1,0 +1,126 @@
+//! `Linear`: `y = x Wᵀ + b` on the last dimension (PyTorch `nn.Linear`), W `[out, in]`.
+
+use super::{grad_shape, no_forward, shape_error, Layer, Param, Pass};
+use crate::error::Result;
+use crate::train::array::Array;
+use crate::train::real::{matmul, Op, Real};
+
+/// A fully connected layer.
+#[derive(Debug, Clone)]
+pub struct Linear<T> {
+    /// `[out, in]`.
+    pub weight: Param<T>,
+    /// `[out]`, when the layer has a bias.
+    pub bias: Option<Param<T>>,
+    input: Option<Array<T>>,
+}
+
+impl<T: Real> Linear<T> {
+    /// A layer with zero weights.
+    pub fn new(in_features: usize, out_features: usize, bias: bool) -> Result<Linear<T>> {
+        Ok(Linear {
+            weight: Param::new(Array::zeros(&[out_features, in_features])?),
+            bias: bias.then(|| Array::zeros(&[out_features]).map(Param::new)).transpose()?,
+            input: None,
+        })
+    }
+
+    fn dims(&self) -> (usize, usize) {
+        (self.weight.value.shape()[0], self.weight.value.shape()[1])
+    }
+}
+
+impl<T: Real> Layer<T> for Linear<T> {
+    fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
+        let (out, inf) = self.dims();
+        match input.split_last() {
+            Some((&last, lead)) if last == inf && !lead.is_empty() => {
+                Ok(lead.iter().copied().chain([out]).collect())
+            }
+            _ => Err(shape_error("linear", &format!("[N, …, {inf}]"), input)),
+        }
+    }
+
+    fn forward(&mut self, x: Array<T>, pass: &mut Pass) -> Result<Array<T>> {
+        let shape = self.output_shape(x.shape())?;
+        let (out, inf) = self.dims();
+        let rows = x.len() / inf;
+        let mut y = Array::zeros(&shape)?;
+        if let Some(b) = &self.bias {
+            for row in y.data_mut().chunks_exact_mut(out) {
+                row.copy_from_slice(b.value.data());
+            }
+        }
+        let w = self.weight.value.data();
+        matmul(rows, out, inf, x.data(), Op::N, w, Op::T, y.data_mut(), self.bias.is_some());
+        self.input = pass.training.then_some(x);
+        Ok(y)
+    }
+
+    fn backward(&mut self, dy: Array<T>) -> Result<Array<T>> {
+        let x = self.input.take().ok_or_else(|| no_forward("linear"))?;
+        let expected = self.output_shape(x.shape())?;
+        if dy.shape() != expected {
+            return Err(grad_shape("linear", &expected, dy.shape()));
+        }
+        let (out, inf) = self.dims();
+        let rows = x.len() / inf;
+        // dW += dyᵀ x ; db += Σ rows of dy ; dx = dy W.
+        matmul(
+            out,
+            inf,
+            rows,
+            dy.data(),
+            Op::T,
+            x.data(),
+            Op::N,
+            self.weight.grad.data_mut(),
+            true,
+        );
+        if let Some(b) = &mut self.bias {
+            let g = b.grad.data_mut();
+            for row in dy.data().chunks_exact(out) {
+                g.iter_mut().zip(row).for_each(|(a, &d)| *a += d);
+            }
+        }
+        let mut dx = x.zeros_like();
+        matmul(
+            rows,
+            inf,
+            out,
+            dy.data(),
+            Op::N,
+            self.weight.value.data(),
+            Op::N,
+            dx.data_mut(),
+            false,
+        );
+        Ok(dx)
+    }
+
+    fn params(&mut self) -> Vec<(&'static str, &mut Param<T>)> {
+        let mut p = vec![("weight", &mut self.weight)];
+        if let Some(b) = &mut self.bias {
+            p.push(("bias", b));
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::gradcheck::check_layer;
+    use super::*;
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        check_layer(Box::new(Linear::<f64>::new(5, 3, true).unwrap()), &[4, 5]);
+        check_layer(Box::new(Linear::<f64>::new(4, 2, false).unwrap()), &[2, 3, 4]);
+    }
+
+    #[test]
+    fn wrong_width_is_an_error() {
+        let l = Linear::<f32>::new(5, 3, true).unwrap();
+        assert!(l.output_shape(&[2, 4]).unwrap_err().to_string().contains("[N, …, 5]"));
+    }
+}
