@@ -148,6 +148,11 @@ typedef struct hydrant_model hydrant_model;
 typedef struct hydrant_tensor hydrant_tensor;
 
 /**
+ * Element type of a tensor. The values are ONNX's `TensorProto.DataType` numbers.
+ */
+typedef int32_t hydrant_dtype;
+
+/**
  * Where a model runs: one of the HYDRANT_DEVICE_* values.
  */
 typedef int32_t hydrant_device;
@@ -189,26 +194,6 @@ typedef struct hydrant_model_params {
      */
     uint64_t max_bytes;
 } hydrant_model_params;
-
-/**
- * Element type of a tensor. The values are ONNX's `TensorProto.DataType` numbers.
- */
-typedef int32_t hydrant_dtype;
-
-/**
- * A GPU when one is usable, else the CPU.
- */
-#define HYDRANT_DEVICE_AUTO 0
-
-/**
- * The CPU.
- */
-#define HYDRANT_DEVICE_CPU 1
-
-/**
- * The CUDA device numbered `device_index`.
- */
-#define HYDRANT_DEVICE_CUDA 2
 
 /**
  * No element type: what hydrant_tensor_dtype() returns for a NULL tensor.
@@ -260,9 +245,39 @@ typedef int32_t hydrant_dtype;
  */
 #define HYDRANT_DTYPE_BF16 16
 
+/**
+ * A GPU when one is usable, else the CPU.
+ */
+#define HYDRANT_DEVICE_AUTO 0
+
+/**
+ * The CPU.
+ */
+#define HYDRANT_DEVICE_CPU 1
+
+/**
+ * The CUDA device numbered `device_index`.
+ */
+#define HYDRANT_DEVICE_CUDA 2
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/* ================================================================================================
+ * Version and errors
+ * ================================================================================================ */
+
+/**
+ * The library's version, such as "0.1.0": a static string, never NULL.
+ */
+const char *hydrant_version(void);
+
+/**
+ * The C ABI version the library implements; equal to HYDRANT_ABI_VERSION when the header and
+ * the library match.
+ */
+uint32_t hydrant_abi_version(void);
 
 /**
  * The message of the last failed call on this thread, or "" when the last call that returns a
@@ -272,230 +287,6 @@ extern "C" {
  * next call into the library on this thread; copy it to keep it.
  */
 const char *hydrant_last_error(void);
-
-/* ================================================================================================
- * Features
- * ================================================================================================ */
-
-/**
- * Builds features from named tensors, for example ones computed earlier by hydrant_model_trunk()
- * and stored by the application. Every tensor must have a name (hydrant_tensor_set_name()), the
- * trunk tensor it stands for. The tensors are copied; the caller keeps ownership of them.
- *
- * Returns HYDRANT_OK and sets `*out` to new features the caller frees with
- * hydrant_features_free(); on failure sets `*out` to NULL (unless `out` is NULL) and returns
- * HYDRANT_ERR_NULL_ARGUMENT, or HYDRANT_ERR_INVALID_ARGUMENT for an unnamed or repeated name.
- */
-hydrant_status hydrant_features_new(const hydrant_tensor *const *tensors,
-                                    size_t n_tensors,
-                                    hydrant_features **out);
-
-/**
- * Frees features. NULL is a no-op. The features must not be used afterwards, nor freed twice.
- */
-void hydrant_features_free(hydrant_features *features);
-
-/**
- * Number of tensors held (0 for NULL).
- */
-size_t hydrant_features_count(const hydrant_features *features);
-
-/**
- * Name of tensor `index` (names sorted), owned by the features and valid until they are freed;
- * NULL when `features` is NULL or `index` is out of range.
- */
-const char *hydrant_features_name(const hydrant_features *features, size_t index);
-
-/**
- * Copies the tensor called `name` out of the features.
- *
- * Returns HYDRANT_OK and sets `*out` to a new tensor named `name` that the caller frees with
- * hydrant_tensor_free(); on failure sets `*out` to NULL (unless `out` is NULL) and returns
- * HYDRANT_ERR_NULL_ARGUMENT, HYDRANT_ERR_INVALID_ARGUMENT or HYDRANT_ERR_MISSING_FEATURE.
- */
-hydrant_status hydrant_features_get(const hydrant_features *features,
-                                    const char *name,
-                                    hydrant_tensor **out);
-
-/* ================================================================================================
- * Inference
- * ================================================================================================ */
-
-/**
- * Runs the trunk once and the named heads (all heads when `n_heads` is 0) on
- * `inputs[0..n_inputs]`.
- *
- * Input `i` is matched to the model input named like it (hydrant_tensor_set_name()) or, when it
- * has no name, to model input `i`; every model input must be given once, with the dtype and shape
- * the model declares (any size for symbolic dimensions, equal sizes for equal symbols). Inputs are
- * read only during the call.
- *
- * Writes the outputs of those heads, in head order (as given, repeats ignored) then each head's
- * output order, into `outputs[0..*n_outputs]`: new tensors named after the model outputs, each
- * freed by the caller with hydrant_tensor_free(). When `capacity` is too small, writes nothing to
- * `outputs`, sets `*n_outputs` to the capacity needed and returns HYDRANT_ERR_CAPACITY
- * (hydrant_model_output_count() gives the number beforehand). On any other failure
- * `*n_outputs` is 0 and nothing is written.
- *
- * Returns HYDRANT_OK, HYDRANT_ERR_NULL_ARGUMENT, HYDRANT_ERR_UNKNOWN_HEAD,
- * HYDRANT_ERR_BAD_INPUT (missing, unknown or repeated input, wrong dtype or shape),
- * HYDRANT_ERR_CAPACITY or HYDRANT_ERR_BACKEND.
- * Thread safety: any number of threads may run the same model at once.
- */
-hydrant_status hydrant_model_run(const hydrant_model *model,
-                                 const hydrant_tensor *const *inputs,
-                                 size_t n_inputs,
-                                 const char *const *heads,
-                                 size_t n_heads,
-                                 hydrant_tensor **outputs,
-                                 size_t capacity,
-                                 size_t *n_outputs);
-
-/**
- * Runs the whole trunk on `inputs[0..n_inputs]` (matched as in hydrant_model_run()) and keeps
- * every tensor a head reads, to run heads on later with hydrant_model_heads().
- *
- * Returns HYDRANT_OK and sets `*out` to new features the caller frees with
- * hydrant_features_free(); on failure sets `*out` to NULL (unless `out` is NULL) and returns
- * HYDRANT_ERR_NULL_ARGUMENT, HYDRANT_ERR_BAD_INPUT or HYDRANT_ERR_BACKEND.
- * Thread safety: as hydrant_model_run().
- */
-hydrant_status hydrant_model_trunk(const hydrant_model *model,
-                                   const hydrant_tensor *const *inputs,
-                                   size_t n_inputs,
-                                   hydrant_features **out);
-
-/**
- * Like hydrant_model_trunk(), but runs only the part of the trunk that the heads
- * `heads[0..n_heads]` need (all of it when `n_heads` is 0), keeping only what they read.
- *
- * Returns as hydrant_model_trunk(); also HYDRANT_ERR_UNKNOWN_HEAD.
- */
-hydrant_status hydrant_model_trunk_for(const hydrant_model *model,
-                                       const hydrant_tensor *const *inputs,
-                                       size_t n_inputs,
-                                       const char *const *heads,
-                                       size_t n_heads,
-                                       hydrant_features **out);
-
-/**
- * Runs the named heads (all heads when `n_heads` is 0) on `features` from hydrant_model_trunk()
- * or hydrant_features_new(). Outputs, capacity and failures are as in hydrant_model_run(); also
- * HYDRANT_ERR_MISSING_FEATURE when `features` lack a tensor a head reads.
- * Thread safety: as hydrant_model_run(); the same features may be used by several threads.
- */
-hydrant_status hydrant_model_heads(const hydrant_model *model,
-                                   const hydrant_features *features,
-                                   const char *const *heads,
-                                   size_t n_heads,
-                                   hydrant_tensor **outputs,
-                                   size_t capacity,
-                                   size_t *n_outputs);
-
-/* ================================================================================================
- * Models: loading and description
- * ================================================================================================ */
-
-/**
- * The default load parameters: automatic device, split and batching, one thread per core,
- * 4 GiB budget for stored tensors.
- */
-hydrant_model_params hydrant_model_default_params(void);
-
-/**
- * Loads an ONNX model file with default parameters and splits it into trunk and heads.
- *
- * Returns HYDRANT_OK and sets `*out` to a new model the caller frees with hydrant_model_free().
- * On failure sets `*out` to NULL (unless `out` is NULL) and returns HYDRANT_ERR_NULL_ARGUMENT,
- * HYDRANT_ERR_IO, HYDRANT_ERR_INVALID_MODEL, HYDRANT_ERR_UNSUPPORTED_OP or
- * HYDRANT_ERR_INVALID_ARGUMENT, with the file, node or value named in the message.
- */
-hydrant_status hydrant_model_load(const char *path, hydrant_model **out);
-
-/**
- * Loads an ONNX model file with `params`; external tensor data is read from the model's folder.
- *
- * Returns as hydrant_model_load(); also HYDRANT_ERR_UNKNOWN_TENSOR for a cut point the graph
- * lacks, and HYDRANT_ERR_INVALID_ARGUMENT for a parameter out of range or a device this build
- * cannot use.
- */
-hydrant_status hydrant_model_load_with_params(const char *path,
-                                              hydrant_model_params params,
-                                              hydrant_model **out);
-
-/**
- * Loads an ONNX model from the `size` bytes at `data` (read only during the call) with `params`.
- * A model whose tensors are stored in external files cannot be loaded this way.
- *
- * Returns as hydrant_model_load_with_params().
- */
-hydrant_status hydrant_model_load_from_memory(const void *data,
-                                              size_t size,
-                                              hydrant_model_params params,
-                                              hydrant_model **out);
-
-/**
- * Frees a model. NULL is a no-op. No other call may be using the model, and it must not be used
- * afterwards; tensors and features obtained from it stay valid.
- */
-void hydrant_model_free(hydrant_model *model);
-
-/**
- * Number of heads (0 for NULL).
- */
-size_t hydrant_model_head_count(const hydrant_model *model);
-
-/**
- * Name of head `index` (heads in the order of their first output; a head is named after its
- * first output). Owned by the model, valid until it is freed. NULL when `model` is NULL or
- * `index` is out of range.
- */
-const char *hydrant_model_head_name(const hydrant_model *model, size_t index);
-
-/**
- * Sets `*out` to the number of output tensors hydrant_model_run() or hydrant_model_heads()
- * produce for the heads `heads[0..n_heads]` (all heads when `n_heads` is 0).
- *
- * Returns HYDRANT_OK, HYDRANT_ERR_NULL_ARGUMENT or HYDRANT_ERR_UNKNOWN_HEAD.
- */
-hydrant_status hydrant_model_output_count(const hydrant_model *model,
-                                          const char *const *heads,
-                                          size_t n_heads,
-                                          size_t *out);
-
-/**
- * Number of model inputs (0 for NULL).
- */
-size_t hydrant_model_input_count(const hydrant_model *model);
-
-/**
- * Name of model input `index`, owned by the model and valid until it is freed; NULL when `model`
- * is NULL or `index` is out of range.
- */
-const char *hydrant_model_input_name(const hydrant_model *model, size_t index);
-
-/**
- * Element type model input `index` expects; HYDRANT_DTYPE_UNDEFINED when `model` is NULL or
- * `index` is out of range.
- */
-hydrant_dtype hydrant_model_input_dtype(const hydrant_model *model, size_t index);
-
-/**
- * Number of dimensions of model input `index` (0 when `model` is NULL or `index` out of range).
- */
-size_t hydrant_model_input_rank(const hydrant_model *model, size_t index);
-
-/**
- * Dimensions of model input `index`: hydrant_model_input_rank() values, -1 where the dimension is
- * symbolic (such as the batch size). Owned by the model, valid until it is freed; NULL when
- * `model` is NULL or `index` is out of range.
- */
-const int64_t *hydrant_model_input_shape(const hydrant_model *model, size_t index);
-
-/**
- * Intra-op threads one call on `model` uses (0 for NULL).
- */
-size_t hydrant_model_threads(const hydrant_model *model);
 
 /* ================================================================================================
  * Tensors
@@ -617,19 +408,228 @@ size_t hydrant_dtype_size(hydrant_dtype dtype);
 const char *hydrant_dtype_name(hydrant_dtype dtype);
 
 /* ================================================================================================
- * Version and errors
+ * Models: loading and description
  * ================================================================================================ */
 
 /**
- * The library's version, such as "0.1.0": a static string, never NULL.
+ * The default load parameters: automatic device, split and batching, one thread per core,
+ * 4 GiB budget for stored tensors.
  */
-const char *hydrant_version(void);
+hydrant_model_params hydrant_model_default_params(void);
 
 /**
- * The C ABI version the library implements; equal to HYDRANT_ABI_VERSION when the header and
- * the library match.
+ * Loads an ONNX model file with default parameters and splits it into trunk and heads.
+ *
+ * Returns HYDRANT_OK and sets `*out` to a new model the caller frees with hydrant_model_free().
+ * On failure sets `*out` to NULL (unless `out` is NULL) and returns HYDRANT_ERR_NULL_ARGUMENT,
+ * HYDRANT_ERR_IO, HYDRANT_ERR_INVALID_MODEL, HYDRANT_ERR_UNSUPPORTED_OP or
+ * HYDRANT_ERR_INVALID_ARGUMENT, with the file, node or value named in the message.
  */
-uint32_t hydrant_abi_version(void);
+hydrant_status hydrant_model_load(const char *path, hydrant_model **out);
+
+/**
+ * Loads an ONNX model file with `params`; external tensor data is read from the model's folder.
+ *
+ * Returns as hydrant_model_load(); also HYDRANT_ERR_UNKNOWN_TENSOR for a cut point the graph
+ * lacks, and HYDRANT_ERR_INVALID_ARGUMENT for a parameter out of range or a device this build
+ * cannot use.
+ */
+hydrant_status hydrant_model_load_with_params(const char *path,
+                                              hydrant_model_params params,
+                                              hydrant_model **out);
+
+/**
+ * Loads an ONNX model from the `size` bytes at `data` (read only during the call) with `params`.
+ * A model whose tensors are stored in external files cannot be loaded this way.
+ *
+ * Returns as hydrant_model_load_with_params().
+ */
+hydrant_status hydrant_model_load_from_memory(const void *data,
+                                              size_t size,
+                                              hydrant_model_params params,
+                                              hydrant_model **out);
+
+/**
+ * Frees a model. NULL is a no-op. No other call may be using the model, and it must not be used
+ * afterwards; tensors and features obtained from it stay valid.
+ */
+void hydrant_model_free(hydrant_model *model);
+
+/**
+ * Number of heads (0 for NULL).
+ */
+size_t hydrant_model_head_count(const hydrant_model *model);
+
+/**
+ * Name of head `index` (heads in the order of their first output; a head is named after its
+ * first output). Owned by the model, valid until it is freed. NULL when `model` is NULL or
+ * `index` is out of range.
+ */
+const char *hydrant_model_head_name(const hydrant_model *model, size_t index);
+
+/**
+ * Sets `*out` to the number of output tensors hydrant_model_run() or hydrant_model_heads()
+ * produce for the heads `heads[0..n_heads]` (all heads when `n_heads` is 0).
+ *
+ * Returns HYDRANT_OK, HYDRANT_ERR_NULL_ARGUMENT or HYDRANT_ERR_UNKNOWN_HEAD.
+ */
+hydrant_status hydrant_model_output_count(const hydrant_model *model,
+                                          const char *const *heads,
+                                          size_t n_heads,
+                                          size_t *out);
+
+/**
+ * Number of model inputs (0 for NULL).
+ */
+size_t hydrant_model_input_count(const hydrant_model *model);
+
+/**
+ * Name of model input `index`, owned by the model and valid until it is freed; NULL when `model`
+ * is NULL or `index` is out of range.
+ */
+const char *hydrant_model_input_name(const hydrant_model *model, size_t index);
+
+/**
+ * Element type model input `index` expects; HYDRANT_DTYPE_UNDEFINED when `model` is NULL or
+ * `index` is out of range.
+ */
+hydrant_dtype hydrant_model_input_dtype(const hydrant_model *model, size_t index);
+
+/**
+ * Number of dimensions of model input `index` (0 when `model` is NULL or `index` out of range).
+ */
+size_t hydrant_model_input_rank(const hydrant_model *model, size_t index);
+
+/**
+ * Dimensions of model input `index`: hydrant_model_input_rank() values, -1 where the dimension is
+ * symbolic (such as the batch size). Owned by the model, valid until it is freed; NULL when
+ * `model` is NULL or `index` is out of range.
+ */
+const int64_t *hydrant_model_input_shape(const hydrant_model *model, size_t index);
+
+/**
+ * Intra-op threads one call on `model` uses (0 for NULL).
+ */
+size_t hydrant_model_threads(const hydrant_model *model);
+
+/* ================================================================================================
+ * Inference
+ * ================================================================================================ */
+
+/**
+ * Runs the trunk once and the named heads (all heads when `n_heads` is 0) on
+ * `inputs[0..n_inputs]`.
+ *
+ * Input `i` is matched to the model input named like it (hydrant_tensor_set_name()) or, when it
+ * has no name, to model input `i`; every model input must be given once, with the dtype and shape
+ * the model declares (any size for symbolic dimensions, equal sizes for equal symbols). Inputs are
+ * read only during the call.
+ *
+ * Writes the outputs of those heads, in head order (as given, repeats ignored) then each head's
+ * output order, into `outputs[0..*n_outputs]`: new tensors named after the model outputs, each
+ * freed by the caller with hydrant_tensor_free(). When `capacity` is too small, writes nothing to
+ * `outputs`, sets `*n_outputs` to the capacity needed and returns HYDRANT_ERR_CAPACITY
+ * (hydrant_model_output_count() gives the number beforehand). On any other failure
+ * `*n_outputs` is 0 and nothing is written.
+ *
+ * Returns HYDRANT_OK, HYDRANT_ERR_NULL_ARGUMENT, HYDRANT_ERR_UNKNOWN_HEAD,
+ * HYDRANT_ERR_BAD_INPUT (missing, unknown or repeated input, wrong dtype or shape),
+ * HYDRANT_ERR_CAPACITY or HYDRANT_ERR_BACKEND.
+ * Thread safety: any number of threads may run the same model at once.
+ */
+hydrant_status hydrant_model_run(const hydrant_model *model,
+                                 const hydrant_tensor *const *inputs,
+                                 size_t n_inputs,
+                                 const char *const *heads,
+                                 size_t n_heads,
+                                 hydrant_tensor **outputs,
+                                 size_t capacity,
+                                 size_t *n_outputs);
+
+/**
+ * Runs the whole trunk on `inputs[0..n_inputs]` (matched as in hydrant_model_run()) and keeps
+ * every tensor a head reads, to run heads on later with hydrant_model_heads().
+ *
+ * Returns HYDRANT_OK and sets `*out` to new features the caller frees with
+ * hydrant_features_free(); on failure sets `*out` to NULL (unless `out` is NULL) and returns
+ * HYDRANT_ERR_NULL_ARGUMENT, HYDRANT_ERR_BAD_INPUT or HYDRANT_ERR_BACKEND.
+ * Thread safety: as hydrant_model_run().
+ */
+hydrant_status hydrant_model_trunk(const hydrant_model *model,
+                                   const hydrant_tensor *const *inputs,
+                                   size_t n_inputs,
+                                   hydrant_features **out);
+
+/**
+ * Like hydrant_model_trunk(), but runs only the part of the trunk that the heads
+ * `heads[0..n_heads]` need (all of it when `n_heads` is 0), keeping only what they read.
+ *
+ * Returns as hydrant_model_trunk(); also HYDRANT_ERR_UNKNOWN_HEAD.
+ */
+hydrant_status hydrant_model_trunk_for(const hydrant_model *model,
+                                       const hydrant_tensor *const *inputs,
+                                       size_t n_inputs,
+                                       const char *const *heads,
+                                       size_t n_heads,
+                                       hydrant_features **out);
+
+/**
+ * Runs the named heads (all heads when `n_heads` is 0) on `features` from hydrant_model_trunk()
+ * or hydrant_features_new(). Outputs, capacity and failures are as in hydrant_model_run(); also
+ * HYDRANT_ERR_MISSING_FEATURE when `features` lack a tensor a head reads.
+ * Thread safety: as hydrant_model_run(); the same features may be used by several threads.
+ */
+hydrant_status hydrant_model_heads(const hydrant_model *model,
+                                   const hydrant_features *features,
+                                   const char *const *heads,
+                                   size_t n_heads,
+                                   hydrant_tensor **outputs,
+                                   size_t capacity,
+                                   size_t *n_outputs);
+
+/* ================================================================================================
+ * Features
+ * ================================================================================================ */
+
+/**
+ * Builds features from named tensors, for example ones computed earlier by hydrant_model_trunk()
+ * and stored by the application. Every tensor must have a name (hydrant_tensor_set_name()), the
+ * trunk tensor it stands for. The tensors are copied; the caller keeps ownership of them.
+ *
+ * Returns HYDRANT_OK and sets `*out` to new features the caller frees with
+ * hydrant_features_free(); on failure sets `*out` to NULL (unless `out` is NULL) and returns
+ * HYDRANT_ERR_NULL_ARGUMENT, or HYDRANT_ERR_INVALID_ARGUMENT for an unnamed or repeated name.
+ */
+hydrant_status hydrant_features_new(const hydrant_tensor *const *tensors,
+                                    size_t n_tensors,
+                                    hydrant_features **out);
+
+/**
+ * Frees features. NULL is a no-op. The features must not be used afterwards, nor freed twice.
+ */
+void hydrant_features_free(hydrant_features *features);
+
+/**
+ * Number of tensors held (0 for NULL).
+ */
+size_t hydrant_features_count(const hydrant_features *features);
+
+/**
+ * Name of tensor `index` (names sorted), owned by the features and valid until they are freed;
+ * NULL when `features` is NULL or `index` is out of range.
+ */
+const char *hydrant_features_name(const hydrant_features *features, size_t index);
+
+/**
+ * Copies the tensor called `name` out of the features.
+ *
+ * Returns HYDRANT_OK and sets `*out` to a new tensor named `name` that the caller frees with
+ * hydrant_tensor_free(); on failure sets `*out` to NULL (unless `out` is NULL) and returns
+ * HYDRANT_ERR_NULL_ARGUMENT, HYDRANT_ERR_INVALID_ARGUMENT or HYDRANT_ERR_MISSING_FEATURE.
+ */
+hydrant_status hydrant_features_get(const hydrant_features *features,
+                                    const char *name,
+                                    hydrant_tensor **out);
 
 #ifdef __cplusplus
 }  // extern "C"

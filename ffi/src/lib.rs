@@ -16,14 +16,21 @@
 // The safety contract of every entry point is its C documentation (see the pointer contract above).
 #![allow(clippy::missing_safety_doc)]
 
+// The modules with entry points come in the order of the header's sections: cbindgen emits
+// functions in the order it reads them (tests/header.rs). Comments keep rustfmt from sorting them.
 mod abi;
-pub mod error;
-pub mod features;
-pub mod inference;
-pub mod model;
 mod ptr;
-pub mod tensor;
 pub mod version;
+// Then:
+pub mod error;
+// Then:
+pub mod tensor;
+// Then:
+pub mod model;
+// Then:
+pub mod inference;
+// Then:
+pub mod features;
 
 #[cfg(test)]
 mod tests {

@@ -137,4 +137,9 @@ fn header_has_no_todo_and_documents_every_function() {
         }
     }
     assert!(functions >= 30, "found only {functions} functions");
+    let at: Vec<usize> = SECTIONS
+        .iter()
+        .map(|(_, title)| header.find(&format!(" * {title}\n")).expect("section banner"))
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "sections out of order (module order in lib.rs)");
 }
