@@ -148,6 +148,9 @@ fn header_is_strict_c11_and_cpp17() {
     )
     .unwrap();
     run(&mut Command::new(build("gcc", "c11", &[c], "strict_c", "hydrant")));
+    let signatures = repo().join("ffi/tests/c/signatures.c");
+    let out = run(&mut Command::new(build("gcc", "c11", &[signatures], "signatures", "hydrant")));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("16 signatures, HYDRANT_OK = 0"));
     let cpp = dir.join("strict.cpp");
     std::fs::write(
         &cpp,
@@ -277,7 +280,11 @@ fn c_checks_pass_natively_and_under_valgrind() {
 #[test]
 fn one_model_runs_from_eight_threads() {
     let exe = build("gcc", "c11", &[repo().join("ffi/tests/c/threads.c")], "threads", "hydrant");
-    let out = run(Command::new(&exe).arg(fixture("")).args(["8", "25"]));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("8 threads x 25 runs: 200 passed, 0 failed"), "{text}");
+    // Model threads 1 (all parallelism from the callers) and 0 (one per core: each call also
+    // spreads its work over the model's pool, shared by the callers).
+    for model_threads in ["1", "0"] {
+        let out = run(Command::new(&exe).arg(fixture("")).args(["8", "25", model_threads]));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("8 threads x 25 runs: 200 passed, 0 failed"), "{text}");
+    }
 }

@@ -1,7 +1,8 @@
 /*
- * threads FIXTURES_DIR [THREADS] [RUNS]: one model, run by THREADS threads at once (default 8),
- * RUNS calls each (default 25), alternating batch 1 and batch 3 and the set of heads; every output
- * is compared with onnxruntime's. Prints "N passed, N failed"; exits 1 on a failure.
+ * threads FIXTURES_DIR [THREADS] [RUNS] [MODEL_THREADS]: one model (loaded with MODEL_THREADS
+ * intra-op threads, default 1), run by THREADS threads at once (default 8), RUNS calls each
+ * (default 25), alternating batch 1 and batch 3 and the set of heads; every output is compared
+ * with onnxruntime's. Prints "N passed, N failed"; exits 1 on a failure.
  */
 #include <hydrant.h>
 
@@ -92,7 +93,7 @@ static hydrant_tensor *npy(const char *dir, const char *name) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: %s FIXTURES_DIR [THREADS] [RUNS]\n", argv[0]);
+        fprintf(stderr, "usage: %s FIXTURES_DIR [THREADS] [RUNS] [MODEL_THREADS]\n", argv[0]);
         return 2;
     }
     int threads = argc > 2 ? atoi(argv[2]) : 8;
@@ -104,7 +105,7 @@ int main(int argc, char **argv) {
     char path[1024];
     snprintf(path, sizeof path, "%s/hydranet.onnx", argv[1]);
     hydrant_model_params p = hydrant_model_default_params();
-    p.threads = 1; /* parallelism comes from the callers here */
+    p.threads = argc > 4 ? (uint32_t)atoi(argv[4]) : 1;
     if (hydrant_model_load_with_params(path, p, &model) != HYDRANT_OK) {
         fprintf(stderr, "threads: %s\n", hydrant_last_error());
         return 1;
