@@ -33,6 +33,9 @@ pub mod inference;
 pub mod features;
 
 #[cfg(test)]
+mod null_args;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use error::hydrant_last_error;
