@@ -24,6 +24,7 @@ pub mod npy;
 pub mod tensor;
 pub mod train;
 
+pub use backend::profile::NodeTime;
 pub use error::{Error, Result};
 pub use graph::{Dim, Split, TensorSpec};
 pub use model::{Device, Features, LoadOptions, Model, Outputs, PartStats, Summary};

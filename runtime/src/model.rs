@@ -2,6 +2,7 @@
 //! the heads asked for, keep trunk [`Features`] to run heads later.
 
 use crate::backend::cpu::{self, CpuSegment, Fact};
+use crate::backend::profile::NodeTime;
 use crate::backend::rows::{self, Env};
 use crate::error::{Error, Result};
 use crate::graph::{split, Dim, HeadPart, OnnxGraph, Split, TensorSpec};
@@ -53,6 +54,7 @@ pub struct LoadOptions {
     device: Device,
     batch_as_rows: Option<bool>,
     max_bytes: Option<u64>,
+    own_cpu_ops: Option<bool>,
 }
 
 impl LoadOptions {
@@ -85,6 +87,14 @@ impl LoadOptions {
     /// tensor between segments carries the batch on axis 0 (checked once per model).
     pub fn batch_as_rows(mut self, rows: bool) -> LoadOptions {
         self.batch_as_rows = Some(rows);
+        self
+    }
+
+    /// Whether hydrant's own CPU kernels (Winograd 3×3 convolutions with fused bias, residual
+    /// and ReLU) replace tract's where they apply. Default: `HYDRANT_CPU_OPS` (`off`, `0` or
+    /// `false` turn them off), else on.
+    pub fn own_cpu_ops(mut self, on: bool) -> LoadOptions {
+        self.own_cpu_ops = Some(on);
         self
     }
 
@@ -249,6 +259,7 @@ impl Model {
             }
         };
         let split = split::split(&graph, &options.cut_points)?;
+        let own_ops = crate::backend::cpu_ops::enabled(options.own_cpu_ops);
         let name_of = |hs: &[usize]| {
             let names: Vec<&str> = hs.iter().map(|&h| split.heads[h].name.as_str()).collect();
             format!("trunk[{}]", names.join(","))
@@ -258,7 +269,7 @@ impl Model {
             .iter()
             .map(|s| TrunkPart {
                 heads: s.heads.clone(),
-                segment: CpuSegment::new(&graph, &s.nodes, name_of(&s.heads)),
+                segment: CpuSegment::new(&graph, &s.nodes, name_of(&s.heads), own_ops),
             })
             .collect();
         let heads = split
@@ -266,8 +277,9 @@ impl Model {
             .iter()
             .map(|h| Head {
                 part: h.clone(),
-                segment: (!h.nodes.is_empty())
-                    .then(|| CpuSegment::new(&graph, &h.nodes, format!("head {}", h.name))),
+                segment: (!h.nodes.is_empty()).then(|| {
+                    CpuSegment::new(&graph, &h.nodes, format!("head {}", h.name), own_ops)
+                }),
             })
             .collect();
         let executor =
@@ -413,6 +425,21 @@ impl Model {
             env.extend(seg.outputs.iter().cloned().zip(outs));
         }
         Some(env)
+    }
+
+    /// Times every node of every segment a full run uses (trunk once, all heads), `iters` runs
+    /// on the model's threads as one pass (no batch-as-rows), medians per node in run order.
+    pub fn profile(&self, inputs: &[(&str, &Tensor)], iters: usize) -> Result<Vec<NodeTime>> {
+        let mut env = self.check_inputs(inputs)?;
+        let segments = self.trunk.iter().map(|t| &t.segment);
+        let segments = segments.chain(self.heads.iter().filter_map(|h| h.segment.as_ref()));
+        let mut times = Vec::new();
+        for seg in segments {
+            let (outs, t) = self.scoped(|| seg.profile(&env, iters))?;
+            env.extend(outs);
+            times.extend(t);
+        }
+        Ok(times)
     }
 
     /// Parameters and batch-1 FLOPs of the trunk and of each head.

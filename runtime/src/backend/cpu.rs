@@ -4,6 +4,7 @@
 //! declutter and optimize passes), then optimized on its own. Plans are specialised to concrete
 //! input shapes and cached: a plan with a symbolic batch dimension runs about 2× slower in tract.
 
+use super::cpu_ops;
 use crate::error::{Error, Result};
 use crate::graph::{split, OnnxGraph};
 use crate::tensor::{DType, Tensor, TensorData};
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tract_onnx::pb;
 use tract_onnx::prelude::{
-    tvec, Datum, InferenceModelExt, IntoRunnable, IntoTValue, TValue, Tensor as TractTensor,
+    tvec, Datum, InferenceModelExt, IntoRunnable, IntoTValue, TValue, TVec, Tensor as TractTensor,
     TypedFact, TypedModel, TypedRunnableModel,
 };
 
@@ -29,6 +30,8 @@ pub(crate) struct CpuSegment {
     pub outputs: Vec<String>,
     proto: pb::ModelProto,
     model_dir: Option<PathBuf>,
+    /// Whether hydrant's own ops replace tract's where they apply (see [`cpu_ops`]).
+    own_ops: bool,
     plans: Mutex<HashMap<Vec<Fact>, Arc<TypedRunnableModel>>>,
 }
 
@@ -40,7 +43,7 @@ impl std::fmt::Debug for CpuSegment {
 
 impl CpuSegment {
     /// Extracts `nodes` (and the constants they use) from `graph` as a stand-alone ONNX graph.
-    pub fn new(graph: &OnnxGraph, nodes: &[usize], name: String) -> CpuSegment {
+    pub fn new(graph: &OnnxGraph, nodes: &[usize], name: String, own_ops: bool) -> CpuSegment {
         let (inputs, outputs) = split::boundary(graph, nodes);
         let all = graph.nodes();
         // The segment's nodes plus every constant node they depend on, in topological order.
@@ -85,6 +88,7 @@ impl CpuSegment {
             outputs,
             proto,
             model_dir: graph.model_dir.clone(),
+            own_ops,
             plans: Mutex::new(HashMap::new()),
         }
     }
@@ -112,17 +116,29 @@ impl CpuSegment {
         if let Some(p) = self.plans.lock().unwrap_or_else(|e| e.into_inner()).get(facts) {
             return Ok(p.clone());
         }
-        let plan = self
-            .typed_model(facts)?
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| self.err(e))?;
+        let mut model = self.typed_model(facts)?;
+        if self.own_ops {
+            cpu_ops::patch(&mut model, cpu_ops::Isa::best()).map_err(|e| self.err(e))?;
+        }
+        let plan =
+            model.into_optimized().and_then(|m| m.into_runnable()).map_err(|e| self.err(e))?;
         let mut cache = self.plans.lock().unwrap_or_else(|e| e.into_inner());
         Ok(cache.entry(facts.to_vec()).or_insert(plan).clone())
     }
 
     /// Runs the segment on values named by its inputs; returns values named by its outputs.
     pub fn run(&self, env: &HashMap<String, TValue>) -> Result<Vec<(String, TValue)>> {
+        let (values, facts) = self.gather(env)?;
+        let plan = self.plan(&facts)?;
+        let outs = plan.run(values).map_err(|e| self.err(e))?;
+        Ok(self.outputs.iter().cloned().zip(outs).collect())
+    }
+
+    /// The segment's input values, in order, and their facts.
+    pub(crate) fn gather(
+        &self,
+        env: &HashMap<String, TValue>,
+    ) -> Result<(TVec<TValue>, Vec<Fact>)> {
         let mut values = tvec![];
         let mut facts = Vec::with_capacity(self.inputs.len());
         for name in &self.inputs {
@@ -133,9 +149,7 @@ impl CpuSegment {
             ));
             values.push(v.clone());
         }
-        let plan = self.plan(&facts)?;
-        let outs = plan.run(values).map_err(|e| self.err(e))?;
-        Ok(self.outputs.iter().cloned().zip(outs).collect())
+        Ok((values, facts))
     }
 
     /// Multiply-accumulate count (×2 = FLOPs) and output facts for the given input facts.
@@ -159,7 +173,7 @@ impl CpuSegment {
         Ok((fma, outs))
     }
 
-    fn err(&self, e: impl std::fmt::Display) -> Error {
+    pub(crate) fn err(&self, e: impl std::fmt::Display) -> Error {
         Error::backend(&self.name, e)
     }
 }
