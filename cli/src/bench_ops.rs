@@ -23,7 +23,8 @@ pub struct Args {
     all_isas: bool,
 }
 
-/// ResNet-18's stride-1 3×3 convolutions at 224×224 input, with the fusions it has.
+/// ResNet-18's convolutions at 224×224 input, with the fusions they have: stride-2 ones
+/// (Im2colConv) and stride-1 3×3 ones (WinogradConv).
 fn cases() -> Vec<(&'static str, ConvCase)> {
     let c = |ch: usize, hw: usize, residual: bool| ConvCase {
         cin: ch,
@@ -35,7 +36,20 @@ fn cases() -> Vec<(&'static str, ConvCase)> {
         residual,
         relu: true,
     };
+    let strided = |cin: usize, cout: usize, hw: usize, kernel: usize| ConvCase {
+        cin,
+        cout,
+        hw: (hw, hw),
+        kernel,
+        stride: 2,
+        pads: [kernel / 2; 4],
+        residual: false,
+        relu: true,
+    };
     vec![
+        ("stem 7x7/2 conv+relu", strided(3, 64, 224, 7)),
+        ("layer2 3x3/2 conv+relu", strided(64, 128, 56, 3)),
+        ("layer4 3x3/2 conv+relu", strided(256, 512, 14, 3)),
         ("layer1 conv+relu", c(64, 56, false)),
         ("layer1 conv+add+relu", c(64, 56, true)),
         ("layer2 conv+add+relu", c(128, 28, true)),
@@ -66,6 +80,11 @@ pub fn main(args: Args) -> hydrant::Result<()> {
         for (name, case) in cases() {
             for &isa in &isas {
                 let pair = Pair::new(&case, 1, isa).map_err(err)?;
+                if pair.replaced != 1 {
+                    return Err(Error::InvalidArgument(format!(
+                        "{name}: no op of ours replaced it"
+                    )));
+                }
                 let rel = pair.relative_error().map_err(err)?;
                 let (t, o) = pair.time(args.iters, args.cpu_time).map_err(err)?;
                 let gf = |ms: f64| 2.0 * case.macs() as f64 / ms / 1e6;

@@ -1,6 +1,8 @@
 //! The patching pass: finds the convolutions hydrant's ops compute better than tract and
 //! replaces them, with what they can absorb (a residual `Add`, a `Relu`), in a typed model.
+//! 1×1 convolutions are left to tract (they are plain matrix products there).
 
+use super::im2col_conv::{ConvShape, Im2colConv};
 use super::winograd::WinogradConv;
 use super::Isa;
 use tract_onnx::tract_core::internal::*;
@@ -19,7 +21,7 @@ pub fn patch(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
         model.nodes().iter().filter(|n| n.op_is::<Conv>()).map(|n| n.id).collect();
     let mut replaced = 0;
     for id in convs {
-        if let Some(p) = winograd_patch(model, id, isa)? {
+        if let Some(p) = conv_patch(model, id, isa)? {
             p.apply(model)?;
             replaced += 1;
         }
@@ -30,25 +32,33 @@ pub fn patch(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
     Ok(replaced)
 }
 
-/// The padding of a 3×3, stride-1, dilation-1, ungrouped NCHW f32 convolution, or `None`.
-fn winograd_pads(conv: &Conv) -> Option<[usize; 4]> {
+/// The shape of an ungrouped, undilated NCHW convolution with an OIHW float kernel, or `None`.
+fn plain_conv(conv: &Conv) -> Option<ConvShape> {
     let spec = &conv.pool_spec;
     let ones = |v: &Option<TVec<usize>>| v.as_ref().is_none_or(|v| v.iter().all(|&x| x == 1));
     let plain = spec.data_format == DataFormat::NCHW
-        && spec.kernel_shape[..] == [3, 3]
-        && ones(&spec.strides)
+        && spec.kernel_shape.len() == 2
         && ones(&spec.dilations)
         && conv.group == 1
         && conv.q_params.is_none()
         && conv.kernel_fmt == KernelFormat::OIHW;
-    match &spec.padding {
-        _ if !plain => None,
-        PaddingSpec::Valid => Some([0; 4]),
-        PaddingSpec::Explicit(b, a) if b.len() == 2 && a.len() == 2 => {
-            Some([b[0], b[1], a[0], a[1]]).filter(|p| p.iter().all(|&x| x <= 2))
-        }
-        _ => None,
+    let pads = match &spec.padding {
+        _ if !plain => return None,
+        PaddingSpec::Valid => [0; 4],
+        PaddingSpec::Explicit(b, a) if b.len() == 2 && a.len() == 2 => [b[0], b[1], a[0], a[1]],
+        _ => return None,
+    };
+    let strides = spec.strides.as_ref().map_or((1, 1), |s| (s[0], s[1]));
+    if pads[0] >= spec.kernel_shape[0] || pads[1] >= spec.kernel_shape[1] {
+        return None;
     }
+    Some(ConvShape {
+        cin: conv.input_channels(),
+        cout: conv.output_channels(),
+        kernel: (spec.kernel_shape[0], spec.kernel_shape[1]),
+        stride: strides,
+        pads,
+    })
 }
 
 /// The f32 values of a constant outlet.
@@ -71,13 +81,17 @@ fn bin_op_is<B: tract_onnx::tract_core::ops::binary::BinMiniOp>(node: &TypedNode
 }
 
 /// A patch replacing conv node `id` (and a following residual `Add` and `Relu`) by a
-/// [`WinogradConv`], or `None` when the node is not eligible.
-fn winograd_patch(model: &TypedModel, id: usize, isa: Isa) -> TractResult<Option<TypedModelPatch>> {
+/// [`WinogradConv`] (stride-1 3×3) or an [`Im2colConv`] (other kernels and strides), or `None`
+/// when the node is not eligible.
+fn conv_patch(model: &TypedModel, id: usize, isa: Isa) -> TractResult<Option<TypedModelPatch>> {
     let node = model.node(id);
     let Some(conv) = node.op_as::<Conv>() else { return Ok(None) };
-    let Some(pads) = winograd_pads(conv) else { return Ok(None) };
-    let (cin, cout) = (conv.input_channels(), conv.output_channels());
-    if cin < MIN_CHANNELS || cout < MIN_CHANNELS || node.inputs.len() != 3 {
+    let Some(shape) = plain_conv(conv) else { return Ok(None) };
+    let ConvShape { cin, cout, kernel: kernel_hw, stride: strides, pads } = shape;
+    let winograd = kernel_hw == (3, 3) && strides == (1, 1) && cin >= MIN_CHANNELS;
+    let im2col =
+        !winograd && kernel_hw != (1, 1) && cin * kernel_hw.0 * kernel_hw.1 >= MIN_CHANNELS;
+    if !(winograd || im2col) || cout < MIN_CHANNELS || node.inputs.len() != 3 {
         return Ok(None);
     }
     let x = model.outlet_fact(node.inputs[0])?;
@@ -89,7 +103,7 @@ fn winograd_patch(model: &TypedModel, id: usize, isa: Isa) -> TractResult<Option
     else {
         return Ok(None);
     };
-    if kernel.shape() != [cout, cin, 3, 3] {
+    if kernel.shape() != [cout, cin, kernel_hw.0, kernel_hw.1] {
         return Ok(None);
     }
     let bias: Option<Vec<f32>> = match bias.len() {
@@ -123,22 +137,19 @@ fn winograd_patch(model: &TypedModel, id: usize, isa: Isa) -> TractResult<Option
         }
     }
     let kernel = kernel.try_as_plain_ram()?;
-    let op = WinogradConv::new(
-        kernel.as_slice::<f32>()?,
-        bias.as_deref(),
-        cin,
-        cout,
-        pads,
-        residual.is_some(),
-        relu,
-        isa,
-    )?;
+    let kernel = kernel.as_slice::<f32>()?;
+    let fused = residual.is_some();
+    let op: Box<dyn TypedOp> = if winograd {
+        Box::new(WinogradConv::new(kernel, bias.as_deref(), cin, cout, pads, fused, relu, isa)?)
+    } else {
+        Box::new(Im2colConv::new(shape, kernel, bias.as_deref(), fused, relu, isa)?)
+    };
     let mut patch = TypedModelPatch::default();
     let mut inputs = tvec![patch.tap_model(model, node.inputs[0])?];
     if let Some(r) = residual {
         inputs.push(patch.tap_model(model, r)?);
     }
-    let wire = patch.wire_node(format!("{}.winograd", node.name), op, &inputs)?[0];
+    let wire = patch.wire_node(format!("{}.hydrant", node.name), op, &inputs)?[0];
     patch.shunt_outside(model, last, wire)?;
     Ok(Some(patch))
 }

@@ -140,7 +140,7 @@ impl WinogradConv {
         let JobScratch { v, m, rows } = scratch;
         let v = grow(v, XI * cin * tp);
         let m = grow(m, XI * rows_m * tp);
-        input_tiles(g, input, cin, tiles, v, tp, rows);
+        input_tiles(self.isa, g, input, cin, tiles, v, tp, rows);
         let all_panels = self.cout.div_ceil(MR);
         // Per ξ and column panel, every channel panel: the `v` panel stays in L1 while the
         // packed weights stream past it.
@@ -170,7 +170,7 @@ impl WinogradConv {
             // channel splits the panels, and this job writes only its rows of its channels.
             let dst = unsafe { out.slice(co * plane + y0 * g.ow, (y1 - y0) * g.ow) };
             let mc = &m[(co - p0 * MR) * tp..];
-            output_tiles(g, mc, rows_m * tp, tiles, dst, epi, rows);
+            output_tiles(self.isa, g, mc, rows_m * tp, tiles, dst, epi, rows);
         }
     }
 
@@ -346,7 +346,7 @@ mod tests {
     }
 
     #[test]
-    fn ineligible_convs_are_left_to_tract() {
+    fn what_is_not_winograd_goes_to_im2col_or_stays_with_tract() {
         let base = ConvCase {
             cin: 32,
             cout: 32,
@@ -357,12 +357,21 @@ mod tests {
             residual: false,
             relu: false,
         };
-        for case in [
-            ConvCase { stride: 2, ..base },
-            ConvCase { kernel: 5, pads: [2; 4], ..base },
-            ConvCase { cin: 3, ..base },
-        ] {
-            assert_eq!(Pair::new(&case, 1, Isa::Portable).unwrap().replaced, 0, "{case:?}");
+        let ops = |case: ConvCase| {
+            let pair = Pair::new(&case, 1, Isa::Portable).unwrap();
+            let model = pair.ours.model();
+            let names: Vec<String> =
+                model.nodes().iter().map(|n| n.op.name().to_string()).collect();
+            (pair.replaced, names)
+        };
+        let (n, names) = ops(base);
+        assert!(n == 1 && names.iter().any(|o| o == "WinogradConv"), "{names:?}");
+        for case in [ConvCase { stride: 2, ..base }, ConvCase { kernel: 5, pads: [2; 4], ..base }] {
+            let (n, names) = ops(case);
+            assert!(n == 1 && names.iter().any(|o| o == "Im2colConv"), "{case:?}: {names:?}");
+        }
+        for case in [ConvCase { kernel: 1, pads: [0; 4], ..base }, ConvCase { cout: 8, ..base }] {
+            assert_eq!(ops(case).0, 0, "{case:?}");
         }
     }
 }

@@ -67,10 +67,37 @@ impl Scratch {
     }
 }
 
+super::multiversion! {
+    /// [`input_tiles_body`] compiled for `isa`.
+    pub fn input_tiles(
+        g: &Geometry,
+        input: &[f32],
+        cin: usize,
+        tiles: (usize, usize),
+        v: &mut [f32],
+        tp: usize,
+        scratch: &mut Scratch,
+    ) => input_tiles_body
+}
+
+super::multiversion! {
+    /// [`output_tiles_body`] compiled for `isa`.
+    pub fn output_tiles(
+        g: &Geometry,
+        m: &[f32],
+        m_stride: usize,
+        tiles: (usize, usize),
+        out: &mut [f32],
+        epi: Epilogue<'_>,
+        scratch: &mut Scratch,
+    ) => output_tiles_body
+}
+
 /// Transforms tile rows `ty0..ty1` of `input` (`cin` planes of `h × w`) into
 /// `v[(ξ·cin + ci)·tp + t]`, `t = (ty - ty0)·tw + tx`. Columns `t ≥ (ty1 - ty0)·tw` are left as
 /// they are (the products computed from them are never read).
-pub fn input_tiles(
+#[inline(always)]
+fn input_tiles_body(
     g: &Geometry,
     input: &[f32],
     cin: usize,
@@ -165,7 +192,8 @@ pub struct Epilogue<'a> {
 /// Transforms the products `m[ξ·m_stride + t]` of one output channel for tile rows `ty0..ty1`
 /// into `out` (the channel's output rows `2·ty0..min(2·ty1, oh)`), applying `epi` (whose
 /// residual is the channel's whole `oh × ow` plane).
-pub fn output_tiles(
+#[inline(always)]
+fn output_tiles_body(
     g: &Geometry,
     m: &[f32],
     m_stride: usize,
