@@ -1,6 +1,7 @@
 //! Per-node timing of a segment's optimized plan: where a forward pass spends its time.
 
 use super::cpu::CpuSegment;
+use super::cpu_ops::probe::thread_cpu_ms;
 use crate::error::Result;
 use std::collections::HashMap;
 use std::time::Instant;
@@ -19,13 +20,15 @@ pub struct NodeTime {
     pub node: String,
     /// The op's name (`OptMatMul`, `MaxPool`, `WinogradConv`, …).
     pub op: String,
-    /// Median milliseconds of the node's evaluation.
+    /// Median milliseconds of the node's evaluation (on-CPU when single-threaded).
     pub ms: f64,
 }
 
 impl CpuSegment {
     /// Runs the segment `iters` times (at least once) on `env`, timing every node; returns the
-    /// outputs of the last run and each node's median time, in plan order.
+    /// outputs of the last run and each node's median time, in plan order. Single-threaded,
+    /// times are the thread's on-CPU time (robust when other processes share the cores); with
+    /// more threads, wall time.
     pub(crate) fn profile(
         &self,
         env: &HashMap<String, TValue>,
@@ -36,12 +39,18 @@ impl CpuSegment {
         let mut state = SimpleState::new(&plan).map_err(|e| self.err(e))?;
         let mut samples: HashMap<usize, Vec<f64>> = HashMap::new();
         let mut outputs = tvec![];
+        let start = Instant::now();
+        let cpu = super::cpu_ops::parallel::threads() == 1 && thread_cpu_ms().is_some();
+        let now = || match cpu {
+            true => thread_cpu_ms().unwrap_or(0.0),
+            false => start.elapsed().as_secs_f64() * 1e3,
+        };
         for _ in 0..iters.max(1) {
             outputs = state
                 .run_plan_with_eval(values.clone(), |ctx, op_state, node, inputs| {
-                    let start = Instant::now();
+                    let t = now();
                     let r = eval(ctx, op_state, node, inputs);
-                    samples.entry(node.id).or_default().push(start.elapsed().as_secs_f64() * 1e3);
+                    samples.entry(node.id).or_default().push(now() - t);
                     r
                 })
                 .map_err(|e| self.err(e))?;
