@@ -166,3 +166,30 @@ fn one_model_serves_many_threads() {
         }
     });
 }
+
+#[test]
+fn own_cpu_ops_equal_tract_alone_on_the_fixtures() {
+    let x = npy("hydranet_input_b3.npy");
+    let inputs = [("image", &x)];
+    let load = |own: bool| {
+        let options = LoadOptions::new().threads(2).own_cpu_ops(own);
+        Model::load(fixture("hydranet.onnx"), options).unwrap()
+    };
+    let (ours, tract) = (load(true), load(false));
+    let ops = |m: &Model| -> Vec<String> {
+        let x1 = npy("hydranet_input_b1.npy");
+        m.profile(&[("image", &x1)], 1).unwrap().into_iter().map(|t| t.op).collect()
+    };
+    assert!(ops(&ours).iter().any(|op| op == "WinogradConv"), "{:?}", ops(&ours));
+    assert!(!ops(&tract).iter().any(|op| op == "WinogradConv"));
+    let (a, b) = (ours.run(&inputs, &[]).unwrap(), tract.run(&inputs, &[]).unwrap());
+    for h in HEADS {
+        assert_close(&format!("own ops vs tract, {h}"), a.get(h).unwrap(), b.get(h).unwrap(), 1e-5);
+        assert_close(
+            &format!("own ops, {h}"),
+            a.get(h).unwrap(),
+            &npy(&format!("hydranet_b3_{h}.npy")),
+            TOL,
+        );
+    }
+}

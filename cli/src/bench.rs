@@ -1,6 +1,7 @@
 //! `hydrant bench`: latency medians measured in one run, optionally beside onnxruntime.
 
 use crate::ModelArgs;
+use hydrant::backend::cpu_ops::probe::thread_cpu_ms;
 use hydrant::{Dim, Error, Model, Tensor};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -20,21 +21,46 @@ pub struct Args {
     /// Also time onnxruntime on the same file and threads (runs bench/peer_ort.py).
     #[arg(long)]
     vs_ort: bool,
+    /// Measure the calling thread's on-CPU time instead of wall time (needs --threads 1; robust
+    /// when other processes share the cores). Passed on to onnxruntime's side.
+    #[arg(long)]
+    cpu_time: bool,
+    /// Time only the full graph (skip per-head and stored-feature measurements).
+    #[arg(long)]
+    full_only: bool,
+    /// Also print a per-node profile of one full run (time per op type and the slowest nodes).
+    #[arg(long)]
+    profile: bool,
     /// Python interpreter with onnxruntime (default: .venv/bin/python if present, else python3).
     #[arg(long)]
     python: Option<PathBuf>,
 }
 
 /// Median wall time in milliseconds of `iters` runs of `f`, after 3 warm-up runs.
-pub fn median_ms(iters: usize, mut f: impl FnMut() -> hydrant::Result<()>) -> hydrant::Result<f64> {
+pub fn median_ms(iters: usize, f: impl FnMut() -> hydrant::Result<()>) -> hydrant::Result<f64> {
+    median_by(iters, false, f)
+}
+
+/// Median milliseconds of `iters` runs of `f` after 3 warm-up runs: wall time, or with `cpu`
+/// the calling thread's on-CPU time.
+fn median_by(
+    iters: usize,
+    cpu: bool,
+    mut f: impl FnMut() -> hydrant::Result<()>,
+) -> hydrant::Result<f64> {
     for _ in 0..3 {
         f()?;
     }
+    let start = Instant::now();
+    let now = || match cpu {
+        true => thread_cpu_ms().unwrap_or(f64::NAN),
+        false => start.elapsed().as_secs_f64() * 1e3,
+    };
     let mut times = Vec::with_capacity(iters);
     for _ in 0..iters.max(1) {
-        let t = Instant::now();
+        let t = now();
         f()?;
-        times.push(t.elapsed().as_secs_f64() * 1e3);
+        times.push(now() - t);
     }
     times.sort_by(f64::total_cmp);
     Ok(times[times.len() / 2])
@@ -85,6 +111,12 @@ fn cast(t: Tensor, dtype: hydrant::DType) -> hydrant::Result<Tensor> {
 
 pub fn main(args: Args) -> hydrant::Result<()> {
     let model = args.model.load()?;
+    if args.cpu_time && (model.threads() != 1 || thread_cpu_ms().is_none()) {
+        return Err(Error::InvalidArgument(
+            "--cpu-time needs --threads 1 and a thread CPU clock".into(),
+        ));
+    }
+    let cpu = args.cpu_time;
     let owned = random_inputs(&model, args.batch)?;
     let inputs: Vec<(&str, &Tensor)> = owned.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let head_names = model.head_names();
@@ -98,22 +130,44 @@ pub fn main(args: Args) -> hydrant::Result<()> {
         model.device(),
         iters
     );
-    let full = median_ms(iters, || model.run(&inputs, &[]).map(drop))?;
+    if cpu {
+        println!("times are on-CPU milliseconds of the calling thread");
+    }
+    let full = median_by(iters, cpu, || model.run(&inputs, &[]).map(drop))?;
+    let summary = model.summary();
+    let flops = summary.heads.iter().fold(summary.trunk.flops, |acc, h| Some(acc? + h.flops?));
+    if let Some(f) = flops {
+        let f = f as f64 * args.batch as f64;
+        println!(
+            "full graph {full:.3} ms, {} FLOP, {:.1} GFLOP/s",
+            crate::human(f),
+            f / full / 1e6
+        );
+    }
+    if args.profile {
+        print_profile(&model.profile(&inputs, iters)?);
+    }
     let mut rows: Vec<(String, f64)> = vec![("full graph: trunk once + all heads".into(), full)];
-    for h in &heads {
-        let t = median_ms(iters, || model.run(&inputs, &[h]).map(drop))?;
+    for h in heads.iter().filter(|_| !args.full_only) {
+        let t = median_by(iters, cpu, || model.run(&inputs, &[h]).map(drop))?;
         rows.push((format!("head {h}: only what it needs"), t));
     }
-    let features = model.trunk(&inputs)?;
-    let t = median_ms(iters, || model.heads(&features, &[]).map(drop))?;
-    rows.push(("all heads on stored features".into(), t));
-    for h in &heads {
-        let t = median_ms(iters, || model.heads(&features, &[h]).map(drop))?;
-        rows.push((format!("head {h} on stored features"), t));
+    if !args.full_only {
+        let features = model.trunk(&inputs)?;
+        let t = median_by(iters, cpu, || model.heads(&features, &[]).map(drop))?;
+        rows.push(("all heads on stored features".into(), t));
+        for h in &heads {
+            let t = median_by(iters, cpu, || model.heads(&features, &[h]).map(drop))?;
+            rows.push((format!("head {h} on stored features"), t));
+        }
+        let separate = median_by(iters, cpu, || {
+            heads.iter().try_for_each(|h| model.run(&inputs, &[h]).map(drop))
+        })?;
+        rows.push((
+            format!("{} separate single-task models (trunk per head)", heads.len()),
+            separate,
+        ));
     }
-    let separate =
-        median_ms(iters, || heads.iter().try_for_each(|h| model.run(&inputs, &[h]).map(drop)))?;
-    rows.push((format!("{} separate single-task models (trunk per head)", heads.len()), separate));
     println!("{:<52} {:>10} {:>10}", "measurement", "median ms", "vs full");
     for (name, t) in &rows {
         println!("{name:<52} {t:>10.3} {:>9.2}x", t / full);
@@ -142,6 +196,33 @@ pub fn main(args: Args) -> hydrant::Result<()> {
     Ok(())
 }
 
+/// Prints the time per op type and the 12 slowest nodes of a profile.
+fn print_profile(times: &[hydrant::NodeTime]) {
+    let total: f64 = times.iter().map(|t| t.ms).sum();
+    let mut by_op: Vec<(String, f64, usize)> = Vec::new();
+    for t in times {
+        match by_op.iter_mut().find(|(op, _, _)| *op == t.op) {
+            Some(e) => {
+                e.1 += t.ms;
+                e.2 += 1;
+            }
+            None => by_op.push((t.op.clone(), t.ms, 1)),
+        }
+    }
+    by_op.sort_by(|a, b| b.1.total_cmp(&a.1));
+    println!("profile: {total:.3} ms in {} nodes (medians per node)", times.len());
+    for (op, ms, n) in &by_op {
+        println!("  {op:<40} {n:>4} nodes {ms:>9.3} ms {:>5.1}%", 100.0 * ms / total);
+    }
+    let mut slow: Vec<&hydrant::NodeTime> = times.iter().collect();
+    slow.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    println!("  slowest nodes:");
+    for t in slow.iter().take(12) {
+        println!("  {:>9.3} ms  {:<24} {}", t.ms, t.op, t.node);
+    }
+    println!();
+}
+
 fn peer_ort(args: &Args, threads: usize) -> hydrant::Result<Value> {
     let python = args.python.clone().unwrap_or_else(|| {
         let venv = PathBuf::from(".venv/bin/python");
@@ -157,6 +238,7 @@ fn peer_ort(args: &Args, threads: usize) -> hydrant::Result<Value> {
         .arg(&args.model.model)
         .args(["--batch", &args.batch.to_string(), "--threads", &threads.to_string()])
         .args(["--iters", &args.iters.to_string()])
+        .args(args.cpu_time.then_some("--cpu-time"))
         .output()
         .map_err(|e| Error::Io { path: python.clone(), source: e })?;
     if !out.status.success() {

@@ -3,6 +3,7 @@
 //! Every failure prints one line on stderr and exits with status 2.
 
 mod bench;
+mod bench_ops;
 mod demo;
 mod inspect;
 mod run;
@@ -29,6 +30,8 @@ enum Command {
     Run(run::Args),
     /// Measure latency: full graph, each head, heads on stored features, separate models.
     Bench(bench::Args),
+    /// Time hydrant's own CPU ops against tract's on ResNet-18's 3×3 convolutions.
+    BenchOps(bench_ops::Args),
     /// Run the built-in demo: a multi-task model on scikit-learn's handwritten digits.
     Demo(demo::Args),
 }
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => inspect::main(a),
         Command::Run(a) => run::main(a),
         Command::Bench(a) => bench::main(a),
+        Command::BenchOps(a) => bench_ops::main(a),
         Command::Demo(a) => demo::main(a),
     };
     match result {

@@ -26,6 +26,7 @@ pub mod npy;
 pub mod tensor;
 pub mod train;
 
+pub use backend::profile::NodeTime;
 pub use error::{Error, Result};
 pub use graph::{Dim, Split, TensorSpec};
 pub use heads::HeadSet;

@@ -4,6 +4,7 @@
 //! declutter and optimize passes), then optimized on its own. Plans are specialised to concrete
 //! input shapes and cached: a plan with a symbolic batch dimension runs about 2× slower in tract.
 
+use super::cpu_ops;
 use crate::error::{Error, Result};
 use crate::graph::{split, OnnxGraph};
 use crate::tensor::{DType, Tensor, TensorData};
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tract_onnx::pb;
 use tract_onnx::prelude::{
-    tvec, Datum, InferenceModelExt, IntoRunnable, IntoTValue, TValue, Tensor as TractTensor,
+    tvec, Datum, InferenceModelExt, IntoRunnable, IntoTValue, TValue, TVec, Tensor as TractTensor,
     TypedFact, TypedModel, TypedRunnableModel,
 };
 
@@ -29,6 +30,8 @@ pub(crate) struct CpuSegment {
     pub outputs: Vec<String>,
     proto: pb::ModelProto,
     model_dir: Option<PathBuf>,
+    /// Whether hydrant's own ops replace tract's where they apply (see [`cpu_ops`]).
+    own_ops: bool,
     plans: Mutex<HashMap<Vec<Fact>, Arc<TypedRunnableModel>>>,
 }
 
@@ -40,8 +43,9 @@ impl std::fmt::Debug for CpuSegment {
 
 impl CpuSegment {
     /// Extracts `nodes` (and the constants they use) from `graph` as a stand-alone ONNX graph.
-    pub fn new(graph: &OnnxGraph, nodes: &[usize], name: String) -> CpuSegment {
-        CpuSegment::with_outputs(graph, nodes, name, &[])
+    /// `own_ops`: hydrant's own CPU kernels replace tract's where they apply.
+    pub fn new(graph: &OnnxGraph, nodes: &[usize], name: String, own_ops: bool) -> CpuSegment {
+        CpuSegment::with_outputs(graph, nodes, name, &[], own_ops)
     }
 
     /// [`CpuSegment::new`], also handing out the tensors `extra` that the nodes produce (for
@@ -51,6 +55,7 @@ impl CpuSegment {
         nodes: &[usize],
         name: String,
         extra: &[String],
+        own_ops: bool,
     ) -> CpuSegment {
         let (inputs, mut outputs) = split::boundary(graph, nodes);
         let all = graph.nodes();
@@ -96,7 +101,7 @@ impl CpuSegment {
             graph: Some(sub),
             ..Default::default()
         };
-        CpuSegment::from_proto(name, proto, inputs, outputs, graph.model_dir.clone())
+        CpuSegment::from_proto(name, proto, inputs, outputs, graph.model_dir.clone(), own_ops)
     }
 
     /// A segment from a stand-alone ONNX model reading `inputs` and handing out `outputs`.
@@ -106,8 +111,17 @@ impl CpuSegment {
         inputs: Vec<String>,
         outputs: Vec<String>,
         model_dir: Option<PathBuf>,
+        own_ops: bool,
     ) -> CpuSegment {
-        CpuSegment { name, inputs, outputs, proto, model_dir, plans: Mutex::new(HashMap::new()) }
+        CpuSegment {
+            name,
+            inputs,
+            outputs,
+            proto,
+            model_dir,
+            own_ops,
+            plans: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The segment as a decluttered typed model for the given input facts.
@@ -133,17 +147,29 @@ impl CpuSegment {
         if let Some(p) = self.plans.lock().unwrap_or_else(|e| e.into_inner()).get(facts) {
             return Ok(p.clone());
         }
-        let plan = self
-            .typed_model(facts)?
-            .into_optimized()
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| self.err(e))?;
+        let mut model = self.typed_model(facts)?;
+        if self.own_ops {
+            cpu_ops::patch(&mut model, cpu_ops::Isa::best()).map_err(|e| self.err(e))?;
+        }
+        let plan =
+            model.into_optimized().and_then(|m| m.into_runnable()).map_err(|e| self.err(e))?;
         let mut cache = self.plans.lock().unwrap_or_else(|e| e.into_inner());
         Ok(cache.entry(facts.to_vec()).or_insert(plan).clone())
     }
 
     /// Runs the segment on values named by its inputs; returns values named by its outputs.
     pub fn run(&self, env: &HashMap<String, TValue>) -> Result<Vec<(String, TValue)>> {
+        let (values, facts) = self.gather(env)?;
+        let plan = self.plan(&facts)?;
+        let outs = plan.run(values).map_err(|e| self.err(e))?;
+        Ok(self.outputs.iter().cloned().zip(outs).collect())
+    }
+
+    /// The segment's input values, in order, and their facts.
+    pub(crate) fn gather(
+        &self,
+        env: &HashMap<String, TValue>,
+    ) -> Result<(TVec<TValue>, Vec<Fact>)> {
         let mut values = tvec![];
         let mut facts = Vec::with_capacity(self.inputs.len());
         for name in &self.inputs {
@@ -154,9 +180,7 @@ impl CpuSegment {
             ));
             values.push(v.clone());
         }
-        let plan = self.plan(&facts)?;
-        let outs = plan.run(values).map_err(|e| self.err(e))?;
-        Ok(self.outputs.iter().cloned().zip(outs).collect())
+        Ok((values, facts))
     }
 
     /// Multiply-accumulate count (×2 = FLOPs) and output facts for the given input facts.
@@ -180,7 +204,7 @@ impl CpuSegment {
         Ok((fma, outs))
     }
 
-    fn err(&self, e: impl std::fmt::Display) -> Error {
+    pub(crate) fn err(&self, e: impl std::fmt::Display) -> Error {
         Error::backend(&self.name, e)
     }
 }

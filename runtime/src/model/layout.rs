@@ -38,6 +38,8 @@ pub(crate) struct Layout {
     pub heads: Vec<Arc<HeadSlot>>,
     /// Whether every tensor between segments is batch-major (computed on first batched call).
     pub rows_valid: OnceLock<bool>,
+    /// Whether segments use hydrant's own CPU kernels.
+    pub own_ops: bool,
 }
 
 /// For each graph node, the original heads (indices into the file's split) that need it as trunk.
@@ -61,7 +63,7 @@ fn trunk_name(layout_heads: &[Arc<HeadSlot>], hs: &[usize]) -> String {
 
 impl Layout {
     /// The layout of a freshly loaded model.
-    pub fn from_split(graph: &OnnxGraph, split: &Split) -> Layout {
+    pub fn from_split(graph: &OnnxGraph, split: &Split, own_ops: bool) -> Layout {
         let heads: Vec<Arc<HeadSlot>> = split
             .heads
             .iter()
@@ -70,7 +72,12 @@ impl Layout {
                 Arc::new(HeadSlot {
                     part: h.clone(),
                     segment: (!h.nodes.is_empty()).then(|| {
-                        Arc::new(CpuSegment::new(graph, &h.nodes, format!("head {}", h.name)))
+                        Arc::new(CpuSegment::new(
+                            graph,
+                            &h.nodes,
+                            format!("head {}", h.name),
+                            own_ops,
+                        ))
                     }),
                     source: HeadSource::Graph(i),
                 })
@@ -82,10 +89,15 @@ impl Layout {
             .map(|s| TrunkPart {
                 heads: s.heads.clone(),
                 nodes: s.nodes.clone(),
-                segment: Arc::new(CpuSegment::new(graph, &s.nodes, trunk_name(&heads, &s.heads))),
+                segment: Arc::new(CpuSegment::new(
+                    graph,
+                    &s.nodes,
+                    trunk_name(&heads, &s.heads),
+                    own_ops,
+                )),
             })
             .collect();
-        Layout { trunk, heads, rows_valid: OnceLock::new() }
+        Layout { trunk, heads, rows_valid: OnceLock::new(), own_ops }
     }
 
     /// The split as the public API shows it.
@@ -164,6 +176,7 @@ impl Layout {
             vec![input.clone()],
             vec![output.clone()],
             None,
+            self.own_ops,
         );
         let slot = HeadSlot {
             part: HeadPart { name, outputs: vec![output], cut_points: vec![input], nodes: vec![] },
@@ -175,7 +188,12 @@ impl Layout {
             Some(i) => heads[i] = Arc::new(slot),
             None => heads.push(Arc::new(slot)),
         }
-        Ok(Layout { trunk: self.regroup(graph, needs, &heads), heads, rows_valid: OnceLock::new() })
+        Ok(Layout {
+            trunk: self.regroup(graph, needs, &heads),
+            heads,
+            rows_valid: OnceLock::new(),
+            own_ops: self.own_ops,
+        })
     }
 
     /// Trunk parts for `heads`: each trunk node goes to the part of the heads that need it
@@ -235,6 +253,7 @@ impl Layout {
                         &nodes,
                         trunk_name(heads, &hs),
                         &attach,
+                        self.own_ops,
                     )),
                 };
                 TrunkPart { heads: hs, nodes, segment }

@@ -9,6 +9,7 @@ pub use io::{Features, Outputs};
 pub use options::{Device, LoadOptions, MAX_THREADS};
 
 use crate::backend::cpu::{self, CpuSegment, Fact};
+use crate::backend::profile::NodeTime;
 use crate::backend::rows::{self, Env};
 use crate::error::{Error, Result};
 use crate::graph::{split, Dim, OnnxGraph, Split, TensorSpec};
@@ -113,7 +114,8 @@ impl Model {
         };
         let split = split::split(&graph, &options.cut_points)?;
         let base_needs = layout::base_needs(&graph, &split);
-        let layout = Layout::from_split(&graph, &split);
+        let own_ops = crate::backend::cpu_ops::enabled(options.own_cpu_ops);
+        let layout = Layout::from_split(&graph, &split, own_ops);
         let executor =
             if threads > 1 { Executor::multithread(threads) } else { Executor::SingleThread };
         let rows_wanted = options
@@ -241,6 +243,7 @@ impl Model {
                     &nodes,
                     format!("tensors {}", computed.join(",")),
                     &computed,
+                    layout.own_ops,
                 ))
             });
             Some(seg.clone())
@@ -445,6 +448,22 @@ impl Model {
             env.extend(seg.outputs.iter().cloned().zip(outs));
         }
         Some(env)
+    }
+
+    /// Times every node of every segment a full run uses (trunk once, all heads), `iters` runs
+    /// on the model's threads as one pass (no batch-as-rows), medians per node in run order.
+    pub fn profile(&self, inputs: &[(&str, &Tensor)], iters: usize) -> Result<Vec<NodeTime>> {
+        let layout = self.layout();
+        let mut env = self.check_inputs(inputs)?;
+        let segments = layout.trunk.iter().map(|t| t.segment.as_ref());
+        let segments = segments.chain(layout.heads.iter().filter_map(|h| h.segment.as_deref()));
+        let mut times = Vec::new();
+        for seg in segments {
+            let (outs, t) = self.scoped(|| seg.profile(&env, iters))?;
+            env.extend(outs);
+            times.extend(t);
+        }
+        Ok(times)
     }
 
     /// Parameters and batch-1 FLOPs of the trunk and of each head.

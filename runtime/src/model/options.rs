@@ -43,6 +43,7 @@ pub struct LoadOptions {
     pub(crate) device: Device,
     pub(crate) batch_as_rows: Option<bool>,
     pub(crate) max_bytes: Option<u64>,
+    pub(crate) own_cpu_ops: Option<bool>,
 }
 
 impl LoadOptions {
@@ -75,6 +76,14 @@ impl LoadOptions {
     /// tensor between segments carries the batch on axis 0 (checked once per model).
     pub fn batch_as_rows(mut self, rows: bool) -> LoadOptions {
         self.batch_as_rows = Some(rows);
+        self
+    }
+
+    /// Whether hydrant's own CPU kernels (Winograd 3×3 convolutions with fused bias, residual
+    /// and ReLU) replace tract's where they apply. Default: `HYDRANT_CPU_OPS` (`off`, `0` or
+    /// `false` turn them off), else on.
+    pub fn own_cpu_ops(mut self, on: bool) -> LoadOptions {
+        self.own_cpu_ops = Some(on);
         self
     }
 

@@ -1,0 +1,58 @@
+//! Running independent jobs on the model's threads (tract's executor, so one pool serves both
+//! tract's ops and ours).
+
+use rayon::prelude::*;
+use tract_linalg::multithread::{current_tract_executor, Executor};
+
+/// Threads the current executor offers.
+pub fn threads() -> usize {
+    match current_tract_executor() {
+        Executor::MultiThread(pool) => pool.current_num_threads(),
+        Executor::RayonGlobal => rayon::current_num_threads(),
+        Executor::SingleThread => 1,
+    }
+}
+
+/// Calls `f(i)` for every `i < jobs`, spread over the current executor's threads.
+pub fn for_each(jobs: usize, f: impl Fn(usize) + Sync + Send) {
+    if jobs <= 1 {
+        (0..jobs).for_each(f);
+        return;
+    }
+    match current_tract_executor() {
+        Executor::MultiThread(pool) if pool.current_num_threads() > 1 => {
+            pool.install(|| (0..jobs).into_par_iter().for_each(f))
+        }
+        Executor::RayonGlobal => (0..jobs).into_par_iter().for_each(f),
+        _ => (0..jobs).for_each(f),
+    }
+}
+
+/// A raw view of an output buffer that several jobs write at disjoint positions.
+#[derive(Clone, Copy)]
+pub struct SharedOut {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: jobs given a `SharedOut` write disjoint index sets (each caller documents its split),
+// and the buffer outlives the jobs (`for_each` returns after all of them).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// Wraps `buf`; the borrow must outlive every job using the view.
+    pub fn new(buf: &mut [f32]) -> SharedOut {
+        SharedOut { ptr: buf.as_mut_ptr(), len: buf.len() }
+    }
+
+    /// The `len` values from `start`, as a slice.
+    ///
+    /// # Safety
+    /// No other job may access any of these positions while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn slice(&self, start: usize, len: usize) -> &mut [f32] {
+        assert!(start + len <= self.len, "output range {start}+{len} beyond {}", self.len);
+        std::slice::from_raw_parts_mut(self.ptr.add(start), len)
+    }
+}

@@ -1,0 +1,377 @@
+//! `WinogradConv`: a stride-1 3×3 convolution by Winograd F(2×2, 3×3), NCHW f32, with its
+//! bias, an optional residual input added after it, and an optional ReLU, in one op.
+//!
+//! Per image, the output is cut into blocks of tile rows; a job transforms one block's input
+//! tiles (`V = Bᵀ d B`, 16 planes of `cin × tiles`), multiplies them by the transformed weights
+//! (`U = G g Gᵀ`, packed at load time) as 16 matrix products, and transforms 8 output channels
+//! at a time back (`Aᵀ M A`) with the epilogue applied. Jobs run on the model's threads; with
+//! few blocks (deep, small layers) they also split the output channels.
+//!
+//! Error: the transforms are exact up to f32 rounding of sums of at most 4 terms, and `G`'s
+//! entries are 0, ±½ and 1; tests bound the difference to tract's direct convolution by 1e-5 of
+//! the output's largest magnitude.
+
+use super::gemm::{self, LANES, MR};
+use super::parallel::{self, SharedOut};
+use super::winograd_transform::{input_tiles, output_tiles, Epilogue, Geometry, Scratch};
+use super::Isa;
+use std::cell::RefCell;
+use std::sync::Arc;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
+
+/// Transformed products per tile.
+const XI: usize = 16;
+
+/// The convolution's transformed, packed weights and its bias.
+#[derive(Debug)]
+struct Weights {
+    /// `u[((ξ·panels + p)·cin + ci)·MR + r]` is `(G g Gᵀ)[ξ]` of output channel `p·MR + r`.
+    u: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+/// A fused stride-1 3×3 convolution computed by Winograd F(2×2, 3×3).
+#[derive(Debug, Clone)]
+pub struct WinogradConv {
+    cin: usize,
+    cout: usize,
+    /// Zero padding: top, left, bottom, right.
+    pads: [usize; 4],
+    residual: bool,
+    relu: bool,
+    isa: Isa,
+    weights: Arc<Weights>,
+}
+
+impl PartialEq for WinogradConv {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.weights, &other.weights)
+            && (self.pads, self.residual, self.relu, self.isa)
+                == (other.pads, other.residual, other.relu, other.isa)
+    }
+}
+impl Eq for WinogradConv {}
+
+impl WinogradConv {
+    /// Builds the op from an OIHW `cout × cin × 3 × 3` kernel and its bias (`None`: zero).
+    /// `residual` says the op takes a second input added after the bias; `relu` clamps at 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        kernel: &[f32],
+        bias: Option<&[f32]>,
+        cin: usize,
+        cout: usize,
+        pads: [usize; 4],
+        residual: bool,
+        relu: bool,
+        isa: Isa,
+    ) -> TractResult<WinogradConv> {
+        ensure!(
+            kernel.len() == cout * cin * 9,
+            "kernel of {} values for {cout}×{cin}×3×3",
+            kernel.len()
+        );
+        let bias = match bias {
+            Some(b) => {
+                ensure!(b.len() == cout, "bias of {} values for {cout} channels", b.len());
+                b.to_vec()
+            }
+            None => vec![0.0; cout],
+        };
+        let u = transform_weights(kernel, cin, cout);
+        Ok(WinogradConv {
+            cin,
+            cout,
+            pads,
+            residual,
+            relu,
+            isa,
+            weights: Arc::new(Weights { u, bias }),
+        })
+    }
+
+    /// Computes one image: `input` is `cin × h × w`, `residual` and `out` are `cout × oh × ow`.
+    pub fn run_image(
+        &self,
+        g: &Geometry,
+        input: &[f32],
+        residual: Option<&[f32]>,
+        out: &mut [f32],
+    ) {
+        let panels = self.cout.div_ceil(MR);
+        let target_tiles = (8192 / self.cin).clamp(16, 256);
+        let rows = target_tiles.div_ceil(g.tw).clamp(1, g.th);
+        let blocks = g.th.div_ceil(rows);
+        let threads = parallel::threads();
+        let split = if threads == 1 || blocks >= 2 * threads {
+            1
+        } else {
+            (2 * threads).div_ceil(blocks).min(panels)
+        };
+        let shared = SharedOut::new(out);
+        parallel::for_each(blocks * split, |job| {
+            let (b, s) = (job / split, job % split);
+            let tiles = (b * rows, ((b + 1) * rows).min(g.th));
+            let channel_panels = (s * panels / split, (s + 1) * panels / split);
+            JOB_SCRATCH.with(|scratch| {
+                let scratch = &mut *scratch.borrow_mut();
+                self.job(g, input, residual, shared, tiles, channel_panels, scratch)
+            })
+        });
+    }
+
+    /// Tile rows `tiles.0..tiles.1`, output channels of panels `panels.0..panels.1`.
+    #[allow(clippy::too_many_arguments)]
+    fn job(
+        &self,
+        g: &Geometry,
+        input: &[f32],
+        residual: Option<&[f32]>,
+        out: SharedOut,
+        tiles: (usize, usize),
+        panels: (usize, usize),
+        scratch: &mut JobScratch,
+    ) {
+        let cin = self.cin;
+        let tp = ((tiles.1 - tiles.0) * g.tw).next_multiple_of(LANES);
+        let (p0, p1) = panels;
+        let rows_m = (p1 - p0) * MR;
+        let JobScratch { v, m, rows } = scratch;
+        let v = grow(v, XI * cin * tp);
+        let m = grow(m, XI * rows_m * tp);
+        input_tiles(self.isa, g, input, cin, tiles, v, tp, rows);
+        let all_panels = self.cout.div_ceil(MR);
+        // Per ξ and column panel, every channel panel: the `v` panel stays in L1 while the
+        // packed weights stream past it.
+        for xi in 0..XI {
+            let vx = &v[xi * cin * tp..][..cin * tp];
+            let mx = &mut m[xi * rows_m * tp..][..rows_m * tp];
+            let mut t0 = 0;
+            while t0 < tp {
+                let nv = if tp - t0 >= 2 * LANES { 2 } else { 1 };
+                for p in p0..p1 {
+                    let u = &self.weights.u[(xi * all_panels + p) * cin * MR..][..cin * MR];
+                    let c = &mut mx[(p - p0) * MR * tp + t0..];
+                    gemm::panel(self.isa, cin, u, &vx[t0..], tp, nv, c, tp);
+                }
+                t0 += nv * LANES;
+            }
+        }
+        let plane = g.oh * g.ow;
+        let (y0, y1) = (2 * tiles.0, (2 * tiles.1).min(g.oh));
+        for co in p0 * MR..(p1 * MR).min(self.cout) {
+            let epi = Epilogue {
+                bias: self.weights.bias[co],
+                residual: residual.map(|res| &res[co * plane..][..plane]),
+                relu: self.relu,
+            };
+            // SAFETY: jobs own disjoint (channel, row range) pairs: blocks split the rows,
+            // channel splits the panels, and this job writes only its rows of its channels.
+            let dst = unsafe { out.slice(co * plane + y0 * g.ow, (y1 - y0) * g.ow) };
+            let mc = &m[(co - p0 * MR) * tp..];
+            output_tiles(self.isa, g, mc, rows_m * tp, tiles, dst, epi, rows);
+        }
+    }
+
+    fn geometry(&self, h: usize, w: usize) -> TractResult<Geometry> {
+        Geometry::new(h, w, self.pads).with_context(|| format!("empty output for a {h}×{w} input"))
+    }
+}
+
+/// Per-thread buffers, kept between jobs and calls.
+#[derive(Default)]
+struct JobScratch {
+    v: Vec<f32>,
+    m: Vec<f32>,
+    rows: Scratch,
+}
+
+thread_local! {
+    static JOB_SCRATCH: RefCell<JobScratch> = RefCell::default();
+}
+
+fn grow(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if buf.len() < n {
+        buf.resize(n, 0.0);
+    }
+    &mut buf[..n]
+}
+
+/// `G g Gᵀ` of every (output, input) channel pair, in f64, packed as [`Weights::u`].
+fn transform_weights(kernel: &[f32], cin: usize, cout: usize) -> Vec<f32> {
+    const G: [[f64; 3]; 4] = [[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]];
+    let panels = cout.div_ceil(MR);
+    let mut u = vec![0f32; XI * panels * cin * MR];
+    for co in 0..cout {
+        for ci in 0..cin {
+            let g = &kernel[(co * cin + ci) * 9..][..9];
+            let gg: [[f64; 3]; 4] = std::array::from_fn(|i| {
+                std::array::from_fn(|c| (0..3).map(|k| G[i][k] * g[k * 3 + c] as f64).sum())
+            });
+            for i in 0..4 {
+                for j in 0..4 {
+                    let x: f64 = (0..3).map(|c| gg[i][c] * G[j][c]).sum();
+                    u[((((4 * i + j) * panels + co / MR) * cin) + ci) * MR + co % MR] = x as f32;
+                }
+            }
+        }
+    }
+    u
+}
+
+impl Op for WinogradConv {
+    fn name(&self) -> StaticName {
+        "WinogradConv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{}→{} ch, pads {:?}, residual {}, relu {}, {:?}",
+            self.cin, self.cout, self.pads, self.residual, self.relu, self.isa
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for WinogradConv {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        ensure!(inputs.len() == 1 + self.residual as usize, "WinogradConv: wrong input count");
+        let x = &inputs[0];
+        let &[n, c, h, w] = x.shape() else {
+            bail!("WinogradConv: input is not NCHW: {:?}", x.shape())
+        };
+        ensure!(c == self.cin, "WinogradConv: {c} input channels, expected {}", self.cin);
+        let g = self.geometry(h, w)?;
+        let out_shape = [n, self.cout, g.oh, g.ow];
+        let image_in = c * h * w;
+        let image_out = self.cout * g.oh * g.ow;
+        let x = x.try_as_plain_ram()?;
+        let x = x.as_slice::<f32>()?;
+        let res_view = inputs.get(1).map(|r| r.try_as_plain_ram()).transpose()?;
+        let res = res_view.as_ref().map(|r| r.as_slice::<f32>()).transpose()?;
+        if let (Some(r), Some(t)) = (res, inputs.get(1)) {
+            ensure!(
+                t.shape() == out_shape && r.len() == n * image_out,
+                "WinogradConv: residual shape {:?}",
+                t.shape()
+            );
+        }
+        let mut out = Tensor::zero::<f32>(&out_shape)?;
+        let mut view = out.try_as_plain_ram_mut()?;
+        let slice = view.as_slice_mut::<f32>()?;
+        for b in 0..n {
+            self.run_image(
+                &g,
+                &x[b * image_in..][..image_in],
+                res.map(|r| &r[b * image_out..][..image_out]),
+                &mut slice[b * image_out..][..image_out],
+            );
+        }
+        Ok(tvec!(out.into_tvalue()))
+    }
+}
+
+impl TypedOp for WinogradConv {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let s = &inputs[0].shape;
+        ensure!(s.rank() == 4, "WinogradConv: input is not NCHW");
+        let [pt, pl, pb, pr] = self.pads.map(|p| p as i64);
+        let oh = s[2].clone() + pt + pb - 2;
+        let ow = s[3].clone() + pl + pr - 2;
+        Ok(tvec!(f32::fact([s[0].clone(), self.cout.to_dim(), oh, ow])))
+    }
+
+    as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::probe::{ConvCase, Pair};
+    use super::*;
+
+    /// Bound on `max |ours - tract| / max |tract|`: F(2×2, 3×3) only adds rounding of short
+    /// sums (measured ≈ 1e-6 on these cases).
+    const BOUND: f32 = 1e-5;
+
+    #[test]
+    fn matches_tract_on_random_shapes_with_every_isa() {
+        let mut seed = 11u64;
+        let mut pick = |lo: usize, hi: usize| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            lo + (seed >> 33) as usize % (hi - lo + 1)
+        };
+        for case_ix in 0..10 {
+            let pad = pick(0, 1);
+            let case = ConvCase {
+                cin: pick(16, 40),
+                cout: pick(16, 41),
+                hw: (pick(3, 19), pick(3, 23)),
+                kernel: 3,
+                stride: 1,
+                pads: [pad, pick(0, 1), pad, pick(0, 2)],
+                residual: case_ix % 2 == 0,
+                relu: case_ix % 3 != 0,
+            };
+            for isa in Isa::available() {
+                let pair = Pair::new(&case, case_ix, isa).unwrap();
+                assert_eq!(pair.replaced, 1, "{case:?}");
+                let err = pair.relative_error().unwrap();
+                assert!(err <= BOUND, "{case:?} {isa:?}: relative error {err:e}");
+            }
+        }
+    }
+
+    #[test]
+    fn threaded_runs_match_single_threaded() {
+        let case = ConvCase {
+            cin: 32,
+            cout: 48,
+            hw: (9, 30),
+            kernel: 3,
+            stride: 1,
+            pads: [1; 4],
+            residual: true,
+            relu: true,
+        };
+        let pair = Pair::new(&case, 3, Isa::best()).unwrap();
+        let one = pair.ours.run(pair.inputs.clone()).unwrap().remove(0);
+        let three = super::super::probe::with_threads(3, || {
+            pair.ours.run(pair.inputs.clone()).unwrap().remove(0)
+        });
+        assert_eq!(one, three);
+    }
+
+    #[test]
+    fn what_is_not_winograd_goes_to_im2col_or_stays_with_tract() {
+        let base = ConvCase {
+            cin: 32,
+            cout: 32,
+            hw: (8, 8),
+            kernel: 3,
+            stride: 1,
+            pads: [1; 4],
+            residual: false,
+            relu: false,
+        };
+        let ops = |case: ConvCase| {
+            let pair = Pair::new(&case, 1, Isa::Portable).unwrap();
+            let model = pair.ours.model();
+            let names: Vec<String> =
+                model.nodes().iter().map(|n| n.op.name().to_string()).collect();
+            (pair.replaced, names)
+        };
+        let (n, names) = ops(base);
+        assert!(n == 1 && names.iter().any(|o| o == "WinogradConv"), "{names:?}");
+        for case in [ConvCase { stride: 2, ..base }, ConvCase { kernel: 5, pads: [2; 4], ..base }] {
+            let (n, names) = ops(case);
+            assert!(n == 1 && names.iter().any(|o| o == "Im2colConv"), "{case:?}: {names:?}");
+        }
+        for case in [ConvCase { kernel: 1, pads: [0; 4], ..base }, ConvCase { cout: 8, ..base }] {
+            assert_eq!(ops(case).0, 0, "{case:?}");
+        }
+    }
+}
