@@ -336,6 +336,59 @@ impl Trainer {
         self.cache.append(&batch)
     }
 
+    /// Adds samples from model inputs: the trunk tensors the heads read are computed by `model`
+    /// (in chunks of `chunk` samples, once per sample) and cached with the labels.
+    pub fn add_samples(
+        &mut self,
+        model: &crate::Model,
+        inputs: &[(&str, &Tensor)],
+        labels: &[(&str, Labels)],
+        chunk: usize,
+    ) -> Result<()> {
+        let n = inputs.first().and_then(|(_, t)| t.shape().first().copied()).ok_or_else(|| {
+            Error::InvalidArgument("add_samples needs at least one input tensor".into())
+        })?;
+        for (name, t) in inputs {
+            if t.shape().first() != Some(&n) {
+                return Err(Error::BadInput {
+                    name: name.to_string(),
+                    reason: format!(
+                        "{} samples, other inputs have {n}",
+                        t.shape().first().unwrap_or(&0)
+                    ),
+                });
+            }
+        }
+        let needed: Vec<String> = self.inputs().into_iter().map(String::from).collect();
+        let names: Vec<&str> = needed.iter().map(String::as_str).collect();
+        let chunk = chunk.max(1);
+        for start in (0..n).step_by(chunk) {
+            let end = (start + chunk).min(n);
+            let part: Vec<(String, Tensor)> = inputs
+                .iter()
+                .map(|(k, t)| Ok((k.to_string(), t.slice_rows(start, end)?)))
+                .collect::<Result<_>>()?;
+            let refs: Vec<(&str, &Tensor)> = part.iter().map(|(k, t)| (k.as_str(), t)).collect();
+            let features = model.tensors(&refs, &names)?;
+            let owned: Vec<(String, Tensor)> = names
+                .iter()
+                .map(|k| Ok((k.to_string(), features.get(k)?)))
+                .collect::<Result<_>>()?;
+            let frefs: Vec<(&str, &Tensor)> = owned.iter().map(|(k, t)| (k.as_str(), t)).collect();
+            let mut part_labels = Vec::with_capacity(labels.len());
+            for (h, l) in labels {
+                let values = l.values().slice_rows(start, end)?;
+                let lab = match l.mask() {
+                    Some(m) => Labels::masked(values, m[start..end].to_vec())?,
+                    None => Labels::new(values),
+                };
+                part_labels.push((*h, lab));
+            }
+            self.add_features(&frefs, &part_labels)?;
+        }
+        Ok(())
+    }
+
     /// Runs `epochs` epochs (default: the options' count when `None`), calling `on_epoch` after
     /// each; returning `ControlFlow::Break` from it stops training.
     pub fn fit(
