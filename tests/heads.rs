@@ -359,3 +359,60 @@ fn labels_of_the_wrong_kind_or_shape_are_clear_errors() {
         .to_string()
         .contains("no samples"));
 }
+
+fn without_times(mut r: Vec<hydrant::train::EpochReport>) -> Vec<hydrant::train::EpochReport> {
+    r.iter_mut().for_each(|e| e.seconds = 0.0);
+    r
+}
+
+#[test]
+fn a_run_resumed_from_a_checkpoint_equals_an_uninterrupted_one() {
+    let (x, cls, reg) = features_and_labels(200);
+    let mut heads = two_heads();
+    // Dropout makes the random stream matter.
+    let spec = heads[1].spec().clone();
+    let mut layers = spec.layers.clone();
+    layers.insert(2, LayerSpec::Dropout { p: 0.2 });
+    heads[1] = Head::init(HeadSpec { layers, ..spec }, Init::PyTorch, 9).unwrap();
+    let options = TrainOptions {
+        epochs: 6,
+        batch_size: 24,
+        lr: 0.02,
+        optimizer: OptimizerSpec::adamw(0.01),
+        schedule: hydrant::train::Schedule::Cosine { min_lr: 0.001 },
+        warmup_steps: 5,
+        weighting: Weighting::Uncertainty,
+        validation_fraction: 0.2,
+        early_stopping: Some(EarlyStopping { patience: 100, min_delta: 0.0, restore_best: false }),
+        threads: 2,
+        ..TrainOptions::default()
+    };
+    let labels = both(&cls, &reg);
+    let mut straight = Trainer::new(heads.clone(), options.clone()).unwrap();
+    straight.add_features(&[("x", &x)], &labels).unwrap();
+    straight.fit(None, |_| ControlFlow::Continue(())).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.ckpt.safetensors");
+    let mut first = Trainer::new(heads, options.clone()).unwrap();
+    first.add_features(&[("x", &x)], &labels).unwrap();
+    first.fit(Some(3), |_| ControlFlow::Continue(())).unwrap();
+    first.save_checkpoint(&path).unwrap();
+    drop(first);
+    let mut resumed = Trainer::resume(&path, options.clone()).unwrap();
+    let short = x.slice_rows(0, 100).unwrap();
+    let mut wrong = Trainer::resume(&path, options).unwrap();
+    wrong.add_features(&[("x", &short)], &[]).unwrap();
+    assert!(wrong
+        .fit(Some(1), |_| ControlFlow::Continue(()))
+        .unwrap_err()
+        .to_string()
+        .contains("200 samples"));
+    resumed.add_features(&[("x", &x)], &labels).unwrap();
+    resumed.fit(Some(3), |_| ControlFlow::Continue(())).unwrap();
+    assert_eq!(resumed.heads().unwrap(), straight.heads().unwrap(), "weights after 6 epochs");
+    assert_eq!(
+        without_times(resumed.history().to_vec()),
+        without_times(straight.history().to_vec())
+    );
+}

@@ -51,6 +51,9 @@ struct OptimizerMeta {
     slot_steps: Vec<u64>,
 }
 
+/// Prefix of the names (tensors and metadata keys) reserved for hydrant's own state.
+pub const RESERVED_PREFIX: &str = "hydrant.";
+
 /// Heads read from or written to one file.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct HeadSet {
@@ -58,12 +61,17 @@ pub struct HeadSet {
     pub heads: Vec<Head>,
     /// Optimizer state, when saved with the heads.
     pub optimizer: Option<SavedOptimizer>,
+    /// Other state saved beside the heads (training checkpoints): tensors whose names start with
+    /// [`RESERVED_PREFIX`].
+    pub extra_tensors: Vec<(String, Tensor)>,
+    /// Other metadata entries whose keys start with [`RESERVED_PREFIX`].
+    pub extra_metadata: Vec<(String, String)>,
 }
 
 impl HeadSet {
     /// A set of heads without optimizer state.
     pub fn new(heads: Vec<Head>) -> HeadSet {
-        HeadSet { heads, optimizer: None }
+        HeadSet { heads, ..HeadSet::default() }
     }
 
     /// The head called `name`.
@@ -118,6 +126,12 @@ impl HeadSet {
         }
         let mut heads = Vec::with_capacity(specs.len());
         for spec in specs {
+            if spec.name.starts_with(RESERVED_PREFIX) {
+                return Err(bad(format!(
+                    "head name `{}`: names starting with `{RESERVED_PREFIX}` are reserved",
+                    spec.name
+                )));
+            }
             if heads.iter().any(|h: &Head| h.name() == spec.name) {
                 return Err(bad(format!("head `{}` is described twice", spec.name)));
             }
@@ -140,12 +154,31 @@ impl HeadSet {
             Some(json) => Some(read_optimizer(json, &mut tensors, &heads)?),
             None => None,
         };
+        let mut extra_tensors: Vec<(String, Tensor)> = Vec::new();
+        let reserved: Vec<String> = tensors
+            .keys()
+            .filter(|n| n.starts_with(RESERVED_PREFIX) && !n.starts_with(OPTIMIZER_PREFIX))
+            .cloned()
+            .collect();
+        for n in reserved {
+            if let Some(t) = tensors.remove(&n) {
+                extra_tensors.push((n, t));
+            }
+        }
+        extra_tensors.sort_by(|a, b| a.0.cmp(&b.0));
         if let Some(extra) = tensors.keys().min() {
             return Err(bad(format!(
                 "tensor `{extra}` belongs to no head described in the metadata"
             )));
         }
-        Ok(HeadSet { heads, optimizer })
+        let known = [FORMAT_KEY, HEADS_KEY, OPTIMIZER_KEY];
+        let mut extra_metadata: Vec<(String, String)> = md
+            .iter()
+            .filter(|(k, _)| k.starts_with(RESERVED_PREFIX) && !known.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        extra_metadata.sort();
+        Ok(HeadSet { heads, optimizer, extra_tensors, extra_metadata })
     }
 
     /// The file's bytes.
@@ -189,6 +222,22 @@ impl HeadSet {
                     }
                 }
             }
+        }
+        for (k, v) in &self.extra_metadata {
+            if !k.starts_with(RESERVED_PREFIX) {
+                return Err(Error::InvalidArgument(format!(
+                    "metadata key `{k}` must start with `{RESERVED_PREFIX}`"
+                )));
+            }
+            md.insert(k.clone(), v.clone());
+        }
+        for (n, t) in &self.extra_tensors {
+            if !n.starts_with(RESERVED_PREFIX) || n.starts_with(OPTIMIZER_PREFIX) {
+                return Err(Error::InvalidArgument(format!(
+                    "extra tensor `{n}` must start with `{RESERVED_PREFIX}`"
+                )));
+            }
+            named.push((n.clone(), t.clone()));
         }
         let views: Vec<(String, Raw)> =
             named.iter().map(|(n, t)| Ok((n.clone(), Raw::of(t)?))).collect::<Result<_>>()?;

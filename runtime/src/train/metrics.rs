@@ -4,10 +4,10 @@
 use super::array::Array;
 use super::loss::Target;
 use super::spec::TaskSpec;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Metrics of one task over one pass through the data.
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct TaskMetrics {
     /// Head name.
     pub head: String,

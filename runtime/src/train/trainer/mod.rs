@@ -20,9 +20,11 @@ use crate::tensor::Tensor;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
+
+mod checkpoint;
 
 /// Stop when the validation loss has not improved for `patience` epochs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -127,7 +129,7 @@ impl TrainOptions {
 }
 
 /// What one epoch did.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochReport {
     /// Epoch number (1-based, counting every epoch this trainer ran).
     pub epoch: usize,
@@ -170,6 +172,8 @@ pub struct Trainer {
     best: Option<(f64, Vec<Head>)>,
     stale_epochs: usize,
     history: Vec<EpochReport>,
+    /// Samples a restored checkpoint was taken with (checked when training resumes).
+    resumed_samples: Option<usize>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -233,6 +237,7 @@ impl Trainer {
             best: None,
             stale_epochs: 0,
             history: Vec::new(),
+            resumed_samples: None,
         })
     }
 
@@ -397,6 +402,7 @@ impl Trainer {
         mut on_epoch: impl FnMut(&EpochReport) -> ControlFlow<()>,
     ) -> Result<Vec<EpochReport>> {
         let epochs = epochs.unwrap_or(self.options.epochs);
+        self.check_resumed()?;
         if self.cache.rows() == 0 {
             return Err(Error::InvalidArgument(
                 "no samples to train on: add features and labels first".into(),
@@ -411,7 +417,9 @@ impl Trainer {
             }
         }
         self.make_split();
-        let total_steps = self.epoch_steps() * (self.epoch + epochs);
+        // The schedule spans the planned epochs (so a run resumed from a checkpoint follows the
+        // same curve as an uninterrupted one), or more when asked for more.
+        let total_steps = self.epoch_steps() * self.options.epochs.max(self.epoch + epochs);
         let mut reports = Vec::new();
         let pool = std::mem::replace(
             &mut self.pool,
