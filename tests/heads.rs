@@ -251,10 +251,10 @@ fn two_heads() -> Vec<Head> {
     vec![cls, reg]
 }
 
-fn fit(
-    options: TrainOptions,
-    labels: &dyn Fn(&Tensor, &Tensor) -> Vec<(&'static str, Labels)>,
-) -> (Trainer, Vec<hydrant::train::EpochReport>) {
+/// Builds the labels of both heads from class and regression targets.
+type LabelsOf = dyn Fn(&Tensor, &Tensor) -> Vec<(&'static str, Labels)>;
+
+fn fit(options: TrainOptions, labels: &LabelsOf) -> (Trainer, Vec<hydrant::train::EpochReport>) {
     let (x, cls, reg) = features_and_labels(200);
     let mut trainer = Trainer::new(two_heads(), options).unwrap();
     trainer.add_features(&[("x", &x)], &labels(&cls, &reg)).unwrap();
