@@ -416,3 +416,33 @@ fn a_run_resumed_from_a_checkpoint_equals_an_uninterrupted_one() {
         without_times(straight.history().to_vec())
     );
 }
+
+#[test]
+fn heads_written_back_into_onnx_compute_what_the_model_computes() {
+    let model = hydranet();
+    let box_head = model.trainable_head("box").unwrap();
+    let gelu_box = {
+        let mut spec = box_head.spec().clone();
+        spec.layers[1] = LayerSpec::Gelu;
+        Head::new(spec, box_head.tensors().to_vec()).unwrap()
+    };
+    model.swap_head("box", &gelu_box).unwrap();
+    model.add_head(&pooled_linear("texture", MID, 16, 4, 8)).unwrap();
+    let x = npy("hydranet_input_b3.npy");
+    let now = model.run(&[("image", &x)], &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("written.onnx");
+    model.save_onnx(&path).unwrap();
+    let back = Model::load(&path, LoadOptions::new().threads(2)).unwrap();
+    assert_eq!(back.head_names(), ["cls", "box", "seg", "texture"]);
+    let out = back.run(&[("image", &x)], &[]).unwrap();
+    for h in ["cls", "box", "seg", "texture"] {
+        assert_close(&format!("written {h}"), out.get(h).unwrap(), now.get(h).unwrap(), 1e-5);
+    }
+    // The written heads import again as the same trainable heads.
+    assert_eq!(back.trainable_head("box").unwrap().spec().layers, gelu_box.spec().layers);
+    assert_eq!(
+        back.trainable_head("texture").unwrap().tensors(),
+        model.trainable_head("texture").unwrap().tensors()
+    );
+}

@@ -11,11 +11,12 @@ use tract_onnx::pb::attribute_proto::AttributeType;
 /// The opset the nodes are written for.
 pub const OPSET: i64 = 17;
 
-/// ONNX nodes and initializers under construction.
-#[derive(Debug, Default)]
+/// ONNX nodes and initializers under construction, for a given opset.
+#[derive(Debug)]
 pub(crate) struct Nodes {
     pub nodes: Vec<pb::NodeProto>,
     pub initializers: Vec<pb::TensorProto>,
+    pub opset: i64,
 }
 
 fn attr(name: &str, t: AttributeType) -> pb::AttributeProto {
@@ -187,13 +188,24 @@ impl Nodes {
             }
             LayerSpec::Dropout { .. } => self.node("Identity", n("Identity"), &[x], y, vec![]),
             LayerSpec::Flatten => self.node("Flatten", n("Flatten"), &[x], y, vec![int("axis", 1)]),
-            LayerSpec::GlobalAvgPool { keep_dims } => {
-                if keep_dims {
-                    self.node("GlobalAveragePool", n("GlobalAveragePool"), &[x], y, vec![]);
+            LayerSpec::GlobalAvgPool { keep_dims: true } => {
+                self.node("GlobalAveragePool", n("GlobalAveragePool"), &[x], y, vec![]);
+            }
+            LayerSpec::GlobalAvgPool { keep_dims: false } => {
+                // `x.mean((2, 3))`, as PyTorch writes it (axes became an input in opset 18).
+                let keep = int("keepdims", 0);
+                if self.opset >= 18 {
+                    let axes = self
+                        .constant(&format!("{tag}/axes"), &Tensor::new::<i64>(&[2], vec![2, 3])?)?;
+                    self.node("ReduceMean", n("ReduceMean"), &[x, &axes], y, vec![keep]);
                 } else {
-                    let p = format!("{tag}/pooled");
-                    self.node("GlobalAveragePool", n("GlobalAveragePool"), &[x], &p, vec![]);
-                    self.node("Flatten", n("Flatten"), &[&p], y, vec![int("axis", 1)]);
+                    self.node(
+                        "ReduceMean",
+                        n("ReduceMean"),
+                        &[x],
+                        y,
+                        vec![ints("axes", &[2, 3]), keep],
+                    );
                 }
             }
             LayerSpec::MaxPool2d { kernel_size: k, stride, padding: p } => {
@@ -231,11 +243,11 @@ impl Nodes {
     }
 }
 
-/// The nodes and initializers of `head`: it reads its input tensor and writes its output tensor;
+/// The nodes and initializers of `head`, for `opset`: it reads its input tensor and writes its output tensor;
 /// initializers carry the head's `state_dict` names (`<head>.<layer>.<param>`).
-pub(crate) fn head_nodes(head: &Head) -> Result<Nodes> {
+pub(crate) fn head_nodes(head: &Head, opset: i64) -> Result<Nodes> {
     let spec = head.spec();
-    let mut out = Nodes::default();
+    let mut out = Nodes { nodes: Vec::new(), initializers: Vec::new(), opset };
     let mut x = spec.input().to_string();
     let last = spec.layers.len() - 1;
     for (i, layer) in spec.layers.iter().enumerate() {
@@ -255,7 +267,7 @@ pub(crate) fn head_nodes(head: &Head) -> Result<Nodes> {
 
 /// A stand-alone ONNX model computing `head` from its input.
 pub(crate) fn head_model(head: &Head) -> Result<pb::ModelProto> {
-    let Nodes { nodes, initializers } = head_nodes(head)?;
+    let Nodes { nodes, initializers, .. } = head_nodes(head, OPSET)?;
     let spec = head.spec();
     let vi = |n: &str| pb::ValueInfoProto { name: n.to_string(), ..Default::default() };
     Ok(pb::ModelProto {

@@ -8,6 +8,7 @@ pub mod split;
 
 pub use limits::DEFAULT_MAX_BYTES;
 
+pub(crate) use onnx::all_inputs;
 pub(crate) use onnx::dtype_to_onnx as onnx_dtype;
 pub use onnx::{Dim, OnnxGraph, TensorSpec};
 pub use split::{HeadPart, Split, TrunkSegment};

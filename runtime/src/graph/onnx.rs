@@ -325,7 +325,7 @@ pub(crate) fn dtype_to_onnx(dtype: DType) -> i32 {
 }
 
 /// Every tensor a node reads: its inputs, and outer names that its sub-graphs (If, Loop, Scan) use.
-fn all_inputs(node: &pb::NodeProto) -> Vec<String> {
+pub(crate) fn all_inputs(node: &pb::NodeProto) -> Vec<String> {
     let mut names: Vec<String> = node.input.iter().filter(|i| !i.is_empty()).cloned().collect();
     for attr in &node.attribute {
         for g in attr.g.iter().chain(attr.graphs.iter()) {

@@ -1,6 +1,7 @@
 //! [`Model`]: the public face of hydrant. Load a multi-head model, run the trunk once and only
 //! the heads asked for, keep trunk [`Features`] to run heads later.
 
+mod export;
 mod io;
 mod layout;
 mod options;

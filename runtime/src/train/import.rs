@@ -67,7 +67,7 @@ impl<'a> Segment<'a> {
         &self.graph.nodes()[n]
     }
 
-    /// The value of a constant tensor (initializer or `Constant` output), as f32 or i64.
+    /// The value of a constant tensor (initializer, `Constant` output, or a transposed constant).
     fn constant(&self, name: &str) -> Option<TractTensor> {
         let g = self.graph.proto.graph.as_ref()?;
         let onnx = tract_onnx::onnx();
@@ -77,6 +77,15 @@ impl<'a> Segment<'a> {
         }
         let &p = self.graph.producer.get(name)?;
         let node = self.node(p);
+        if node.op_type == "Transpose" {
+            // A constant transposed (hydrant's own Linear writes `MatMul(x, Transpose(W))`).
+            let t = self.constant(node.input.first()?)?;
+            let perm: Vec<usize> = match attr_ints(node, "perm") {
+                Some(p) => p.iter().map(|&i| usize::try_from(i).ok()).collect::<Option<_>>()?,
+                None => (0..t.rank()).rev().collect(),
+            };
+            return t.permute_axes(&perm).ok();
+        }
         if node.op_type != "Constant" {
             return None;
         }
