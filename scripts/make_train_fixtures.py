@@ -74,6 +74,15 @@ def layer_spec(m: nn.Module) -> dict:
                 "momentum": m.momentum}
     if isinstance(m, nn.ReLU):
         return {"kind": "relu"}
+    if isinstance(m, nn.LayerNorm):
+        return {"kind": "layer_norm", "normalized_shape": m.normalized_shape[0], "eps": m.eps}
+    if isinstance(m, nn.Flatten):
+        return {"kind": "flatten"}
+    if isinstance(m, nn.AdaptiveAvgPool2d):
+        return {"kind": "global_avg_pool", "keep_dims": True}
+    if isinstance(m, nn.MaxPool2d):
+        return {"kind": "max_pool2d", "kernel_size": m.kernel_size, "stride": m.stride,
+                "padding": m.padding}
     if isinstance(m, nn.Upsample):
         return {"kind": "upsample2x", "mode": m.mode}
     raise TypeError(f"no hydrant layer for {m}")
@@ -183,6 +192,68 @@ def make_untrainable() -> None:
     torch.onnx.export(model, (torch.randn(2, 1, 6, 6),), str(path), input_names=["x"],
                       output_names=["res", "lin"], opset_version=17,
                       dynamic_axes={n: {0: "N"} for n in ["x", "res", "lin"]}, dynamo=False)
+
+
+class Residual(nn.Module):
+    """`relu(body(x) + shortcut(x))`, the residual block of hydrant's trunk format."""
+
+    def __init__(self, body: list[nn.Module], shortcut: list[nn.Module]):
+        super().__init__()
+        self.body = nn.Sequential(*body)
+        self.shortcut = nn.Sequential(*shortcut)
+
+    def forward(self, x):
+        return F.relu(self.body(x) + self.shortcut(x))
+
+
+def trunk_layer_spec(m: nn.Module) -> dict:
+    if isinstance(m, Residual):
+        return {"kind": "residual", "body": [layer_spec(b) for b in m.body],
+                "shortcut": [layer_spec(s) for s in m.shortcut], "activation": {"kind": "relu"}}
+    return layer_spec(m)
+
+
+def make_whole_model() -> None:
+    """whole.safetensors: a trunk (conv stem, two residual blocks) and two heads in one file,
+    as a PyTorch state_dict with hydrant metadata; whole_input.npy and PyTorch's outputs."""
+    seed(SEED + 6)
+    trunk = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        Residual([nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                  nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)], []),
+        Residual([nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16),
+                  nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16)],
+                 [nn.Conv2d(8, 16, 1, stride=2, bias=False), nn.BatchNorm2d(16)]),
+    )
+    cls = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5))
+    seg = nn.Sequential(nn.Conv2d(8, 4, 1))
+    with torch.no_grad():
+        for m in trunk.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn_like(m.running_mean) * 0.2)
+                m.running_var.copy_(torch.rand_like(m.running_var) + 0.5)
+                m.weight.copy_(torch.rand_like(m.weight) + 0.5)
+                m.bias.copy_(torch.randn_like(m.bias) * 0.2)
+    trunk.eval(); cls.eval(); seg.eval()
+    trunk_spec = {"input": "image", "input_shape": [3, 12, 12],
+                  "layers": [trunk_layer_spec(m) for m in trunk],
+                  "names": {"stem": 2, "features": 4}}
+    heads = [(head_spec("cls", "features", cls, {"loss": "cross_entropy", "classes": 5}), cls),
+             (head_spec("seg", "stem", seg, {"loss": "cross_entropy", "classes": 4}), seg)]
+    tensors = {f"trunk.{k}": v.detach().clone().contiguous() for k, v in trunk.state_dict().items()}
+    for spec, module in heads:
+        for k, v in module.state_dict().items():
+            tensors[f"{spec['name']}.{k}"] = v.detach().clone().contiguous()
+    meta = {"hydrant.format": "1", "hydrant.heads": json.dumps([s for s, _ in heads]),
+            "hydrant.trunk": json.dumps(trunk_spec)}
+    save_file(tensors, str(OUT / "whole.safetensors"), metadata=meta)
+    x = torch.randn(3, 3, 12, 12)
+    npy("whole_input.npy", x)
+    with torch.no_grad():
+        stem = trunk[:3](x)
+        feats = trunk(x)
+        npy("whole_cls.npy", cls(feats))
+        npy("whole_seg.npy", seg(stem))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -403,6 +474,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     make_vocab()
     make_untrainable()
+    make_whole_model()
     make_losses()
     make_parity()
     make_weighting()

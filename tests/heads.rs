@@ -446,3 +446,35 @@ fn heads_written_back_into_onnx_compute_what_the_model_computes() {
         model.trainable_head("texture").unwrap().tensors()
     );
 }
+
+#[test]
+fn a_whole_model_loads_from_one_safetensors_file() {
+    let path = fixture("train/whole.safetensors");
+    let model = Model::load_safetensors(&path, LoadOptions::new().threads(1)).unwrap();
+    assert_eq!(model.head_names(), ["cls", "seg"]);
+    let split = model.split();
+    assert_eq!(split.cut_points, ["stem", "features"]);
+    let x = npy("train/whole_input.npy");
+    let out = model.run(&[("image", &x)], &[]).unwrap();
+    assert_close("cls vs PyTorch", out.get("cls").unwrap(), &npy("train/whole_cls.npy"), 1e-4);
+    assert_close("seg vs PyTorch", out.get("seg").unwrap(), &npy("train/whole_seg.npy"), 1e-4);
+    // The heads import back as the file's heads, and the file round-trips.
+    let set = HeadSet::load(&path).unwrap();
+    for h in &set.heads {
+        let imported = model.trainable_head(h.name()).unwrap();
+        assert_eq!(imported.spec().layers, h.spec().layers, "{}", h.name());
+        assert_eq!(imported.tensors(), h.tensors(), "{}", h.name());
+    }
+    assert_eq!(HeadSet::from_bytes(&set.to_bytes().unwrap()).unwrap(), set);
+    // A head reading a tensor the trunk does not have is refused, naming what it has.
+    let mut bad = set.clone();
+    bad.heads.push(pooled_linear("lost", "trunk.9", 16, 2, 0));
+    let e = Model::from_head_set(&bad, LoadOptions::new()).unwrap_err().to_string();
+    assert!(e.contains("`trunk.9`") && e.contains("features"), "{e}");
+    // Without a trunk, the file needs an ONNX model beside it.
+    let heads_only = HeadSet::load(fixture("train/parity_mlp_init.safetensors")).unwrap();
+    assert!(Model::from_head_set(&heads_only, LoadOptions::new())
+        .unwrap_err()
+        .to_string()
+        .contains("no trunk"));
+}

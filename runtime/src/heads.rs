@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::tensor::{DType, Tensor, TensorData};
 use crate::train::optim::{Optimizer, OptimizerSpec, SlotState};
+use crate::train::trunk::{Trunk, TrunkSpec, TRUNK_PREFIX};
 use crate::train::{Head, HeadSpec};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,8 @@ use std::path::Path;
 pub const HEADS_KEY: &str = "hydrant.heads";
 /// Metadata key holding the format version.
 pub const FORMAT_KEY: &str = "hydrant.format";
+/// Metadata key holding the trunk description (files that hold a whole model).
+pub const TRUNK_KEY: &str = "hydrant.trunk";
 /// Metadata key holding optimizer hyper-parameters and step count.
 pub const OPTIMIZER_KEY: &str = "hydrant.optimizer";
 /// Prefix of optimizer-state tensor names.
@@ -61,6 +64,8 @@ pub struct HeadSet {
     pub heads: Vec<Head>,
     /// Optimizer state, when saved with the heads.
     pub optimizer: Option<SavedOptimizer>,
+    /// The trunk, when the file holds a whole model.
+    pub trunk: Option<Trunk>,
     /// Other state saved beside the heads (training checkpoints): tensors whose names start with
     /// [`RESERVED_PREFIX`].
     pub extra_tensors: Vec<(String, Tensor)>,
@@ -124,6 +129,27 @@ impl HeadSet {
         for (name, view) in st.tensors() {
             tensors.insert(name.clone(), to_tensor(&name, &view)?);
         }
+        let trunk = match md.get(TRUNK_KEY) {
+            Some(json) => {
+                let spec: TrunkSpec = serde_json::from_str(json)
+                    .map_err(|e| bad(format!("`{TRUNK_KEY}` metadata: {e}")))?;
+                let names: Vec<String> =
+                    tensors.keys().filter(|n| n.starts_with(TRUNK_PREFIX)).cloned().collect();
+                let mine = names
+                    .into_iter()
+                    .filter_map(|n| {
+                        tensors.remove(&n).map(|t| (n[TRUNK_PREFIX.len()..].to_string(), t))
+                    })
+                    .collect();
+                if specs.iter().any(|h| h.name == "trunk") {
+                    return Err(bad(
+                        "a head cannot be called `trunk` in a file that holds a trunk".into(),
+                    ));
+                }
+                Some(Trunk::new(spec, mine)?)
+            }
+            None => None,
+        };
         let mut heads = Vec::with_capacity(specs.len());
         for spec in specs {
             if spec.name.starts_with(RESERVED_PREFIX) {
@@ -171,14 +197,14 @@ impl HeadSet {
                 "tensor `{extra}` belongs to no head described in the metadata"
             )));
         }
-        let known = [FORMAT_KEY, HEADS_KEY, OPTIMIZER_KEY];
+        let known = [FORMAT_KEY, HEADS_KEY, OPTIMIZER_KEY, TRUNK_KEY];
         let mut extra_metadata: Vec<(String, String)> = md
             .iter()
             .filter(|(k, _)| k.starts_with(RESERVED_PREFIX) && !known.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         extra_metadata.sort();
-        Ok(HeadSet { heads, optimizer, extra_tensors, extra_metadata })
+        Ok(HeadSet { heads, optimizer, trunk, extra_tensors, extra_metadata })
     }
 
     /// The file's bytes.
@@ -194,6 +220,12 @@ impl HeadSet {
         let mut md = HashMap::new();
         md.insert(FORMAT_KEY.to_string(), FORMAT_VERSION.to_string());
         md.insert(HEADS_KEY.to_string(), json(&specs)?);
+        if let Some(t) = &self.trunk {
+            md.insert(TRUNK_KEY.to_string(), json(t.spec())?);
+            for (n, v) in t.tensors() {
+                named.push((format!("{TRUNK_PREFIX}{n}"), v.clone()));
+            }
+        }
         if let Some(o) = &self.optimizer {
             let slot_steps = o.optimizer.slots.iter().map(|s| s.steps).collect();
             let meta = OptimizerMeta {

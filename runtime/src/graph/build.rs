@@ -4,6 +4,7 @@
 use crate::error::{Error, Result};
 use crate::tensor::{Tensor, TensorData};
 use crate::train::spec::{LayerSpec, UpsampleMode};
+use crate::train::trunk::{Trunk, TrunkLayer};
 use crate::train::Head;
 use tract_onnx::pb;
 use tract_onnx::pb::attribute_proto::AttributeType;
@@ -279,6 +280,132 @@ pub(crate) fn head_model(head: &Head) -> Result<pb::ModelProto> {
             initializer: initializers,
             input: vec![vi(spec.input())],
             output: vec![vi(spec.output())],
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// Appends `list` reading `x`; the last layer writes `y`. Intermediate tensors are named
+/// `{tag}/{j}`; layer `j`'s tensors are `trunk.{key(j)}{param}`.
+fn chain(
+    out: &mut Nodes,
+    list: &[LayerSpec],
+    x: &str,
+    y: &str,
+    tag: &str,
+    key: &dyn Fn(usize) -> String,
+    trunk: &Trunk,
+) -> Result<()> {
+    let mut cur = x.to_string();
+    for (j, layer) in list.iter().enumerate() {
+        let next = if j + 1 == list.len() { y.to_string() } else { format!("{tag}/{j}") };
+        let k = key(j);
+        let param = |p: &str| {
+            trunk
+                .tensor(&format!("{k}{p}"))
+                .cloned()
+                .ok_or_else(|| Error::InvalidModel(format!("trunk: no tensor `trunk.{k}{p}`")))
+        };
+        let pname = |p: &str| format!("trunk.{k}{p}");
+        out.layer(layer, &cur, &next, &format!("{tag}/{j}"), &param, &pname)?;
+        cur = next;
+    }
+    Ok(())
+}
+
+/// A whole model as ONNX: the trunk (input `[N, …]`, f32) and every head reading one of its
+/// tensors, the heads' outputs being the graph's outputs.
+pub(crate) fn model_from_parts(trunk: &Trunk, heads: &[Head]) -> Result<pb::ModelProto> {
+    use pb::tensor_shape_proto::{dimension::Value, Dimension};
+    let spec = trunk.spec();
+    let mut out = Nodes { nodes: Vec::new(), initializers: Vec::new(), opset: OPSET };
+    let mut x = spec.input.clone();
+    for (i, layer) in spec.layers.iter().enumerate() {
+        let y = spec.tensor_name(i);
+        let tag = format!("trunk/{i}");
+        match layer {
+            TrunkLayer::Layer(l) => {
+                chain(&mut out, std::slice::from_ref(l), &x, &y, &tag, &|_| format!("{i}."), trunk)?
+            }
+            TrunkLayer::Residual(r) => {
+                let body = format!("{tag}/body");
+                chain(&mut out, &r.body, &x, &body, &body, &|j| format!("{i}.body.{j}."), trunk)?;
+                let skip = if r.shortcut.is_empty() {
+                    x.clone()
+                } else {
+                    let s = format!("{tag}/shortcut");
+                    chain(
+                        &mut out,
+                        &r.shortcut,
+                        &x,
+                        &s,
+                        &s,
+                        &|j| format!("{i}.shortcut.{j}."),
+                        trunk,
+                    )?;
+                    s
+                };
+                match &r.activation {
+                    Some(a) => {
+                        let sum = format!("{tag}/sum");
+                        out.node("Add", format!("{tag}/Add"), &[&body, &skip], &sum, vec![]);
+                        chain(
+                            &mut out,
+                            std::slice::from_ref(a),
+                            &sum,
+                            &y,
+                            &format!("{tag}/act"),
+                            &|_| format!("{i}.act."),
+                            trunk,
+                        )?;
+                    }
+                    None => out.node("Add", format!("{tag}/Add"), &[&body, &skip], &y, vec![]),
+                }
+            }
+        }
+        x = y;
+    }
+    let readable = spec.tensor_names();
+    for h in heads {
+        if !readable.iter().any(|t| t == h.spec().input()) {
+            return Err(Error::InvalidModel(format!(
+                "head `{}` reads `{}`, which the trunk does not have (it has: {})",
+                h.name(),
+                h.spec().input(),
+                readable.join(", ")
+            )));
+        }
+        let built = head_nodes(h, OPSET)?;
+        out.nodes.extend(built.nodes);
+        out.initializers.extend(built.initializers);
+    }
+    let float = |dims: Option<Vec<Dimension>>| pb::TypeProto {
+        denotation: String::new(),
+        value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+            elem_type: pb::tensor_proto::DataType::Float as i32,
+            shape: dims.map(|dim| pb::TensorShapeProto { dim }),
+        })),
+    };
+    let dim = |v: Value| Dimension { denotation: String::new(), value: Some(v) };
+    let input_dims = std::iter::once(dim(Value::DimParam("N".into())))
+        .chain(spec.input_shape.iter().map(|&d| dim(Value::DimValue(d as i64))))
+        .collect();
+    let vi = |name: &str, t| pb::ValueInfoProto {
+        name: name.to_string(),
+        r#type: Some(t),
+        ..Default::default()
+    };
+    Ok(pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: OPSET }],
+        producer_name: "hydrant".into(),
+        graph: Some(pb::GraphProto {
+            name: "hydrant".into(),
+            node: out.nodes,
+            initializer: out.initializers,
+            input: vec![vi(&spec.input, float(Some(input_dims)))],
+            output: heads.iter().map(|h| vi(h.spec().output(), float(None))).collect(),
             ..Default::default()
         }),
         ..Default::default()

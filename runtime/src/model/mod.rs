@@ -95,6 +95,37 @@ impl Model {
         Ok(model)
     }
 
+    /// Loads a whole model from one safetensors file holding a trunk (`hydrant.trunk`) and
+    /// heads; it is built as an ONNX graph in memory and runs through the same engine, cut at the
+    /// tensors the heads read.
+    pub fn load_safetensors(path: impl AsRef<Path>, options: LoadOptions) -> Result<Model> {
+        Model::from_head_set(&HeadSet::load(path)?, options)
+    }
+
+    /// [`Model::load_safetensors`] from a file already read.
+    pub fn from_head_set(set: &HeadSet, mut options: LoadOptions) -> Result<Model> {
+        let trunk = set.trunk.as_ref().ok_or_else(|| {
+            Error::InvalidModel(
+                "the head file holds no trunk (`hydrant.trunk`): load it beside an ONNX model"
+                    .into(),
+            )
+        })?;
+        if set.heads.is_empty() {
+            return Err(Error::InvalidModel("the file holds a trunk but no heads".into()));
+        }
+        let proto = crate::graph::build::model_from_parts(trunk, &set.heads)?;
+        if options.cut_points.is_empty() {
+            let mut cuts: Vec<String> = Vec::new();
+            for h in &set.heads {
+                if !cuts.iter().any(|c| c == h.spec().input()) {
+                    cuts.push(h.spec().input().to_string());
+                }
+            }
+            options.cut_points = cuts;
+        }
+        Model::from_graph(OnnxGraph::from_proto(proto, None)?, options)
+    }
+
     pub(crate) fn from_graph(graph: OnnxGraph, options: LoadOptions) -> Result<Model> {
         let threads = match options.threads {
             Some(n) if n == 0 || n > MAX_THREADS => {

@@ -30,8 +30,62 @@ pub struct Head {
     tensors: Vec<(String, Tensor)>,
 }
 
+/// Takes from `pool` the tensors layer `index` needs (keys `{key}{param}`, shown in messages as
+/// `{full}{param}`), checked for presence, type (f16/bf16/f64 widened to f32), shape and
+/// finiteness. `num_batches_tracked` may be absent (0).
+pub(crate) fn take_layer_tensors(
+    owner: &str,
+    key: &str,
+    full: &str,
+    index: usize,
+    layer: &LayerSpec,
+    pool: &mut Vec<(String, Tensor)>,
+) -> Result<Vec<(String, Tensor)>> {
+    let mut out = Vec::new();
+    for (name, shape, dtype) in layer_tensors(layer) {
+        let k = format!("{key}{name}");
+        let t = match pool.iter().position(|(n, _)| *n == k) {
+            Some(p) => pool.swap_remove(p).1,
+            None if name == "num_batches_tracked" => Tensor::new::<i64>(&[], vec![0])?,
+            None => {
+                return Err(Error::InvalidModel(format!(
+                    "{owner}: tensor `{full}{name}` is missing ({} layer {index} needs it)",
+                    layer.kind()
+                )))
+            }
+        };
+        let t = if t.dtype() == dtype {
+            t
+        } else if dtype == DType::F32 && matches!(t.dtype(), DType::F16 | DType::BF16 | DType::F64)
+        {
+            t.to_f32()
+        } else {
+            return Err(Error::InvalidModel(format!(
+                "{owner}: tensor `{full}{name}` is {}, expected {dtype}",
+                t.dtype()
+            )));
+        };
+        if t.shape() != shape.as_slice() && !(name == "num_batches_tracked" && t.len() == 1) {
+            return Err(Error::InvalidModel(format!(
+                "{owner}: tensor `{full}{name}` has shape {:?}, the {} layer needs {shape:?}",
+                t.shape(),
+                layer.kind()
+            )));
+        }
+        if let Some(v) = t.as_slice::<f32>() {
+            if let Some(bad) = v.iter().position(|x| !x.is_finite()) {
+                return Err(Error::InvalidModel(format!(
+                    "{owner}: tensor `{full}{name}` has a non-finite value at element {bad}"
+                )));
+            }
+        }
+        out.push((k, t));
+    }
+    Ok(out)
+}
+
 /// Expected tensors of a layer: `(name, shape, dtype)`.
-fn layer_tensors(layer: &LayerSpec) -> Vec<(&'static str, Vec<usize>, DType)> {
+pub(crate) fn layer_tensors(layer: &LayerSpec) -> Vec<(&'static str, Vec<usize>, DType)> {
     let f = DType::F32;
     match *layer {
         LayerSpec::Linear { in_features, out_features, bias } => {
@@ -69,56 +123,17 @@ impl Head {
         spec.validate()?;
         let mut ordered = Vec::with_capacity(tensors.len());
         let mut pool = tensors;
+        let owner = format!("head `{}`", spec.name);
         for (i, layer) in spec.layers.iter().enumerate() {
-            for (name, shape, dtype) in layer_tensors(layer) {
-                let key = format!("{i}.{name}");
-                let pos = pool.iter().position(|(n, _)| *n == key);
-                let t = match pos {
-                    Some(p) => pool.swap_remove(p).1,
-                    None if name == "num_batches_tracked" => Tensor::new::<i64>(&[], vec![0])?,
-                    None => {
-                        return Err(Error::InvalidModel(format!(
-                            "head `{}`: tensor `{}.{key}` is missing ({} layer {i} needs it)",
-                            spec.name,
-                            spec.name,
-                            layer.kind()
-                        )))
-                    }
-                };
-                let t = if t.dtype() == dtype {
-                    t
-                } else if dtype == DType::F32
-                    && matches!(t.dtype(), DType::F16 | DType::BF16 | DType::F64)
-                {
-                    t.to_f32()
-                } else {
-                    return Err(Error::InvalidModel(format!(
-                        "head `{}`: tensor `{}.{key}` is {}, expected {dtype}",
-                        spec.name,
-                        spec.name,
-                        t.dtype()
-                    )));
-                };
-                if t.shape() != shape.as_slice() && !(name == "num_batches_tracked" && t.len() == 1)
-                {
-                    return Err(Error::InvalidModel(format!(
-                        "head `{}`: tensor `{}.{key}` has shape {:?}, the {} layer needs {shape:?}",
-                        spec.name,
-                        spec.name,
-                        t.shape(),
-                        layer.kind()
-                    )));
-                }
-                if let Some(v) = t.as_slice::<f32>() {
-                    if let Some(bad) = v.iter().position(|x| !x.is_finite()) {
-                        return Err(Error::InvalidModel(format!(
-                            "head `{}`: tensor `{}.{key}` has a non-finite value at element {bad}",
-                            spec.name, spec.name
-                        )));
-                    }
-                }
-                ordered.push((key, t));
-            }
+            let full = format!("{}.{i}.", spec.name);
+            ordered.extend(take_layer_tensors(
+                &owner,
+                &format!("{i}."),
+                &full,
+                i,
+                layer,
+                &mut pool,
+            )?);
         }
         if let Some((extra, _)) = pool.first() {
             return Err(Error::InvalidModel(format!(

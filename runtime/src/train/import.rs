@@ -280,7 +280,9 @@ pub fn import_head(graph: &OnnxGraph, part: &HeadPart) -> Import<Head> {
                     Tensor::new::<i64>(&[], vec![0]).expect("scalar"),
                 ));
                 let eps = attr_f(node, "epsilon", 1e-5);
-                let momentum = 1.0 - attr_f(node, "momentum", 0.9);
+                // ONNX keeps 1 − momentum; undo it to the decimal it came from (f32 rounding).
+                let momentum =
+                    ((1.0 - attr_f(node, "momentum", 0.9) as f64) * 1e6).round() as f32 / 1e6;
                 (LayerSpec::BatchNorm2d { num_features: c, eps, momentum }, out)
             }
             "LayerNormalization" => {

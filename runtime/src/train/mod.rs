@@ -18,6 +18,7 @@ pub mod optim;
 pub mod real;
 pub mod spec;
 pub mod trainer;
+pub mod trunk;
 pub mod weighting;
 
 pub use array::Array;
@@ -31,4 +32,5 @@ pub use optim::{OptimizerSpec, Schedule};
 pub use real::Real;
 pub use spec::{HeadSpec, LayerSpec, TaskSpec, UpsampleMode};
 pub use trainer::{EarlyStopping, EpochReport, TrainOptions, Trainer};
+pub use trunk::{Residual, Trunk, TrunkLayer, TrunkSpec};
 pub use weighting::{Alternation, Weighting};
