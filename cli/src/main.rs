@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_ops;
+mod bench_train;
 mod demo;
 mod inspect;
 mod run;
@@ -32,6 +33,8 @@ enum Command {
     Bench(bench::Args),
     /// Time hydrant's own CPU ops against tract's on ResNet-18's 3×3 convolutions.
     BenchOps(bench_ops::Args),
+    /// Time head training steps and a whole fine-tune, optionally beside PyTorch.
+    BenchTrain(bench_train::Args),
     /// Run the built-in demo: a multi-task model on scikit-learn's handwritten digits.
     Demo(demo::Args),
 }
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run::main(a),
         Command::Bench(a) => bench::main(a),
         Command::BenchOps(a) => bench_ops::main(a),
+        Command::BenchTrain(a) => bench_train::main(a),
         Command::Demo(a) => demo::main(a),
     };
     match result {

@@ -89,6 +89,20 @@ impl<T: Real> Network<T> {
         Ok(g)
     }
 
+    /// Back-propagates `dy` into the parameter gradients only: below the lowest layer with
+    /// weights nothing runs, and that layer skips its input gradient (what training a head on a
+    /// frozen trunk needs).
+    pub fn backward_params(&mut self, dy: Array<T>) -> Result<()> {
+        let Some(lowest) = self.layers.iter_mut().position(|l| !l.params().is_empty()) else {
+            return Ok(());
+        };
+        let mut g = dy;
+        for i in (lowest + 1..self.layers.len()).rev() {
+            g = self.layers[i].backward(g).map_err(|e| self.at(i, e))?;
+        }
+        self.layers[lowest].backward_params(g).map_err(|e| self.at(lowest, e))
+    }
+
     /// Every learnable tensor, in a stable order (layer, then `weight` before `bias`).
     pub fn params(&mut self) -> Vec<&mut Param<T>> {
         self.layers.iter_mut().flat_map(|l| l.params().into_iter().map(|(_, p)| p)).collect()

@@ -165,14 +165,35 @@ impl Optimizer {
                     if momentum > 0.0 && fresh {
                         slot.first = vec![0.0; value.len()];
                     }
-                    for (j, (p, &g)) in value.iter_mut().zip(grad.iter()).enumerate() {
-                        let mut d = g + wd * *p;
-                        if momentum > 0.0 {
-                            let b = &mut slot.first[j];
-                            *b = if fresh { d } else { momentum * *b + (1.0 - dampening) * d };
-                            d = if nesterov { d + momentum * *b } else { *b };
+                    if momentum > 0.0 {
+                        // One loop per case, free of branches and bounds checks, so that it
+                        // vectorises; the arithmetic is PyTorch's, in its order.
+                        let buf = &mut slot.first[..value.len()];
+                        let it = value.iter_mut().zip(grad).zip(buf.iter_mut());
+                        match (fresh, nesterov) {
+                            (true, true) => it.for_each(|((p, &g), b)| {
+                                let d = g + wd * *p;
+                                *b = d;
+                                *p -= lr * (d + momentum * *b);
+                            }),
+                            (true, false) => it.for_each(|((p, &g), b)| {
+                                let d = g + wd * *p;
+                                *b = d;
+                                *p -= lr * *b;
+                            }),
+                            (false, true) => it.for_each(|((p, &g), b)| {
+                                let d = g + wd * *p;
+                                *b = momentum * *b + (1.0 - dampening) * d;
+                                *p -= lr * (d + momentum * *b);
+                            }),
+                            (false, false) => it.for_each(|((p, &g), b)| {
+                                let d = g + wd * *p;
+                                *b = momentum * *b + (1.0 - dampening) * d;
+                                *p -= lr * *b;
+                            }),
                         }
-                        *p -= lr * d;
+                    } else {
+                        value.iter_mut().zip(grad).for_each(|(p, &g)| *p -= lr * (g + wd * *p));
                     }
                 }
                 OptimizerSpec::AdamW { beta1, beta2, eps, weight_decay } => {
@@ -184,15 +205,16 @@ impl Optimizer {
                     let bc1 = 1.0 - beta1.powi(t);
                     let bc2_sqrt = (1.0 - beta2.powi(t)).sqrt();
                     let step_size = lr / bc1;
-                    for (j, (p, &g)) in value.iter_mut().zip(grad.iter()).enumerate() {
+                    let n = value.len();
+                    let (first, second) = (&mut slot.first[..n], &mut slot.second[..n]);
+                    let it = value.iter_mut().zip(grad).zip(first.iter_mut().zip(second));
+                    it.for_each(|((p, &g), (m, v))| {
                         *p *= 1.0 - lr * wd;
-                        let m = &mut slot.first[j];
                         *m += (g - *m) * (1.0 - beta1);
-                        let v = &mut slot.second[j];
                         *v = *v * beta2 + (1.0 - beta2) * g * g;
                         let denom = v.sqrt() / bc2_sqrt + eps;
                         *p -= step_size * *m / denom;
-                    }
+                    });
                 }
             }
         }

@@ -40,6 +40,24 @@ impl Geometry {
     fn source(&self, o: usize, t: usize, n: usize) -> Option<usize> {
         (o * self.stride + t * self.dilation).checked_sub(self.padding).filter(|&i| i < n)
     }
+
+    /// For tap `t` along an axis of input size `n` and output size `len`: the output positions
+    /// `lo..hi` whose source lies inside the input, and the source of `lo` (sources then step
+    /// by the stride).
+    #[inline]
+    fn valid(&self, t: usize, n: usize, len: usize) -> (usize, usize, usize) {
+        let (s, shift) = (self.stride, t * self.dilation);
+        // Source of o is o·s + shift − padding: inside when padding ≤ o·s + shift < n + padding.
+        let lo = self.padding.saturating_sub(shift).div_ceil(s);
+        let hi = match (n + self.padding).checked_sub(shift + 1) {
+            Some(last) => (last / s + 1).min(len),
+            None => 0,
+        };
+        if lo >= hi {
+            return (0, 0, 0);
+        }
+        (lo, hi, lo * s + shift - self.padding)
+    }
 }
 
 /// A convolution layer.
@@ -89,24 +107,65 @@ impl<T: Real> Conv2d<T> {
         }
     }
 
+    /// Adds the weight and bias gradients of the last training pass; returns the input shape,
+    /// its dims and `dy` as `[out, N·Ho·Wo]`.
+    #[allow(clippy::type_complexity)]
+    fn param_grads(
+        &mut self,
+        dy: &Array<T>,
+    ) -> Result<(Vec<usize>, (usize, usize, usize, usize, usize), Vec<T>)> {
+        let (shape, col) = self.saved.take().ok_or_else(|| no_forward("conv2d"))?;
+        let expected = self.output_shape(&shape)?;
+        if dy.shape() != expected {
+            return Err(grad_shape("conv2d", &expected, dy.shape()));
+        }
+        let d = self.dims(&shape)?;
+        let (n, _, _, ho, wo) = d;
+        let g = self.geometry;
+        let (cols, spatial) = (n * ho * wo, ho * wo);
+        let (og, kg) = (g.out_channels / g.groups, g.in_channels / g.groups * g.kernel_size.pow(2));
+        let mut dyt = vec![T::zero(); g.out_channels * cols];
+        dyt.par_chunks_mut(cols).enumerate().for_each(|(o, dst)| {
+            for b in 0..n {
+                let src = &dy.data()[(b * g.out_channels + o) * spatial..][..spatial];
+                dst[b * spatial..][..spatial].copy_from_slice(src);
+            }
+        });
+        if let Some(bias) = &mut self.bias {
+            for (gb, row) in bias.grad.data_mut().iter_mut().zip(dyt.chunks_exact(cols)) {
+                *gb += row.iter().copied().sum::<T>();
+            }
+        }
+        let dw = self.weight.grad.data_mut();
+        for grp in 0..g.groups {
+            let dyg = &dyt[grp * og * cols..][..og * cols];
+            let cg = &col[grp * kg * cols..][..kg * cols];
+            matmul(og, kg, cols, dyg, Op::N, cg, Op::T, &mut dw[grp * og * kg..][..og * kg], true);
+        }
+        Ok((shape, d, dyt))
+    }
+
     /// Unfolds `x` into `[C·k·k, N·Ho·Wo]`.
     fn im2col(&self, x: &[T], (n, h, w, ho, wo): (usize, usize, usize, usize, usize)) -> Vec<T> {
         let g = &self.geometry;
         let (k, c) = (g.kernel_size, g.in_channels);
         let cols = n * ho * wo;
         let mut col = vec![T::zero(); c * k * k * cols];
+        let s = g.stride;
         col.par_chunks_mut(k * k * cols).enumerate().for_each(|(ch, rows)| {
             for (tap, row) in rows.chunks_mut(cols).enumerate() {
                 let (ky, kx) = (tap / k, tap % k);
+                let (lo, hi, first) = g.valid(kx, w, wo);
                 for b in 0..n {
                     let plane = &x[(b * c + ch) * h * w..][..h * w];
                     for oy in 0..ho {
                         let Some(iy) = g.source(oy, ky, h) else { continue };
-                        let out = &mut row[(b * ho + oy) * wo..][..wo];
-                        for (ox, o) in out.iter_mut().enumerate() {
-                            if let Some(ix) = g.source(ox, kx, w) {
-                                *o = plane[iy * w + ix];
-                            }
+                        let out = &mut row[(b * ho + oy) * wo..][lo..hi];
+                        let src = &plane[iy * w + first..];
+                        if s == 1 {
+                            out.copy_from_slice(&src[..hi - lo]);
+                        } else {
+                            out.iter_mut().zip(src.iter().step_by(s)).for_each(|(o, &v)| *o = v);
                         }
                     }
                 }
@@ -123,19 +182,22 @@ impl<T: Real> Conv2d<T> {
         let mut dx = vec![T::zero(); n * c * h * w];
         // Channel-major scratch so each worker owns one input channel for the whole batch.
         let mut by_channel = vec![T::zero(); c * n * h * w];
+        let s = g.stride;
         by_channel.par_chunks_mut(n * h * w).enumerate().for_each(|(ch, planes)| {
             for tap in 0..k * k {
                 let (ky, kx) = (tap / k, tap % k);
+                let (lo, hi, first) = g.valid(kx, w, wo);
                 let row = &col[(ch * k * k + tap) * cols..][..cols];
                 for b in 0..n {
                     let plane = &mut planes[b * h * w..][..h * w];
                     for oy in 0..ho {
                         let Some(iy) = g.source(oy, ky, h) else { continue };
-                        let src = &row[(b * ho + oy) * wo..][..wo];
-                        for (ox, &v) in src.iter().enumerate() {
-                            if let Some(ix) = g.source(ox, kx, w) {
-                                plane[iy * w + ix] += v;
-                            }
+                        let src = &row[(b * ho + oy) * wo..][lo..hi];
+                        let dst = &mut plane[iy * w + first..];
+                        if s == 1 {
+                            dst[..hi - lo].iter_mut().zip(src).for_each(|(d, &v)| *d += v);
+                        } else {
+                            dst.iter_mut().step_by(s).zip(src).for_each(|(d, &v)| *d += v);
                         }
                     }
                 }
@@ -196,36 +258,15 @@ impl<T: Real> Layer<T> for Conv2d<T> {
     }
 
     fn backward(&mut self, dy: Array<T>) -> Result<Array<T>> {
-        let (shape, col) = self.saved.take().ok_or_else(|| no_forward("conv2d"))?;
-        let expected = self.output_shape(&shape)?;
-        if dy.shape() != expected {
-            return Err(grad_shape("conv2d", &expected, dy.shape()));
-        }
-        let d = self.dims(&shape)?;
+        let (shape, d, dyt) = self.param_grads(&dy)?;
         let (n, _, _, ho, wo) = d;
         let g = self.geometry;
-        let (cols, spatial) = (n * ho * wo, ho * wo);
+        let cols = n * ho * wo;
         let (og, kg) = (g.out_channels / g.groups, g.in_channels / g.groups * g.kernel_size.pow(2));
-        // dy' [out, N·Ho·Wo].
-        let mut dyt = vec![T::zero(); g.out_channels * cols];
-        dyt.par_chunks_mut(cols).enumerate().for_each(|(o, dst)| {
-            for b in 0..n {
-                let src = &dy.data()[(b * g.out_channels + o) * spatial..][..spatial];
-                dst[b * spatial..][..spatial].copy_from_slice(src);
-            }
-        });
-        if let Some(bias) = &mut self.bias {
-            for (gb, row) in bias.grad.data_mut().iter_mut().zip(dyt.chunks_exact(cols)) {
-                *gb += row.iter().copied().sum::<T>();
-            }
-        }
-        let mut dcol = vec![T::zero(); col.len()];
+        let mut dcol = vec![T::zero(); kg * g.groups * cols];
         let w = self.weight.value.data();
-        let dw = self.weight.grad.data_mut();
         for grp in 0..g.groups {
             let dyg = &dyt[grp * og * cols..][..og * cols];
-            let cg = &col[grp * kg * cols..][..kg * cols];
-            matmul(og, kg, cols, dyg, Op::N, cg, Op::T, &mut dw[grp * og * kg..][..og * kg], true);
             let wg = &w[grp * og * kg..][..og * kg];
             matmul(
                 kg,
@@ -240,6 +281,10 @@ impl<T: Real> Layer<T> for Conv2d<T> {
             );
         }
         Array::new(&shape, self.col2im(&dcol, d))
+    }
+
+    fn backward_params(&mut self, dy: Array<T>) -> Result<()> {
+        self.param_grads(&dy).map(drop)
     }
 
     fn params(&mut self) -> Vec<(&'static str, &mut Param<T>)> {

@@ -58,6 +58,41 @@ impl<T: Real> Layer<T> for Linear<T> {
     }
 
     fn backward(&mut self, dy: Array<T>) -> Result<Array<T>> {
+        let x = self.param_grads(&dy)?;
+        let (out, inf) = self.dims();
+        let rows = x.len() / inf;
+        // dx = dy W.
+        let mut dx = x.zeros_like();
+        matmul(
+            rows,
+            inf,
+            out,
+            dy.data(),
+            Op::N,
+            self.weight.value.data(),
+            Op::N,
+            dx.data_mut(),
+            false,
+        );
+        Ok(dx)
+    }
+
+    fn backward_params(&mut self, dy: Array<T>) -> Result<()> {
+        self.param_grads(&dy).map(drop)
+    }
+
+    fn params(&mut self) -> Vec<(&'static str, &mut Param<T>)> {
+        let mut p = vec![("weight", &mut self.weight)];
+        if let Some(b) = &mut self.bias {
+            p.push(("bias", b));
+        }
+        p
+    }
+}
+
+impl<T: Real> Linear<T> {
+    /// Adds `dW += dyᵀ x` and `db += Σ rows of dy`; returns the cached input.
+    fn param_grads(&mut self, dy: &Array<T>) -> Result<Array<T>> {
         let x = self.input.take().ok_or_else(|| no_forward("linear"))?;
         let expected = self.output_shape(x.shape())?;
         if dy.shape() != expected {
@@ -65,7 +100,6 @@ impl<T: Real> Layer<T> for Linear<T> {
         }
         let (out, inf) = self.dims();
         let rows = x.len() / inf;
-        // dW += dyᵀ x ; db += Σ rows of dy ; dx = dy W.
         matmul(
             out,
             inf,
@@ -83,27 +117,7 @@ impl<T: Real> Layer<T> for Linear<T> {
                 g.iter_mut().zip(row).for_each(|(a, &d)| *a += d);
             }
         }
-        let mut dx = x.zeros_like();
-        matmul(
-            rows,
-            inf,
-            out,
-            dy.data(),
-            Op::N,
-            self.weight.value.data(),
-            Op::N,
-            dx.data_mut(),
-            false,
-        );
-        Ok(dx)
-    }
-
-    fn params(&mut self) -> Vec<(&'static str, &mut Param<T>)> {
-        let mut p = vec![("weight", &mut self.weight)];
-        if let Some(b) = &mut self.bias {
-            p.push(("bias", b));
-        }
-        p
+        Ok(x)
     }
 }
 

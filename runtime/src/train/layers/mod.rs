@@ -66,6 +66,11 @@ pub trait Layer<T: Real>: Send + Sync {
     fn forward(&mut self, x: Array<T>, pass: &mut Pass) -> Result<Array<T>>;
     /// Adds parameter gradients and returns the gradient with respect to the input.
     fn backward(&mut self, dy: Array<T>) -> Result<Array<T>>;
+    /// Adds parameter gradients only, for the lowest layer with weights, whose input gradient
+    /// nobody needs (the trunk is frozen); layers skip computing it where they can.
+    fn backward_params(&mut self, dy: Array<T>) -> Result<()> {
+        self.backward(dy).map(drop)
+    }
     /// Learnable tensors, by PyTorch `state_dict` name (`weight`, `bias`).
     fn params(&mut self) -> Vec<(&'static str, &mut Param<T>)> {
         Vec::new()

@@ -706,10 +706,12 @@ impl Trainer {
             dens[t] += out.denominator;
             losses[t] = Some(out.loss as f64);
             let grad = out.grad.map(|g| g * scale);
-            let dx: Array<f32> = state.network.backward(grad)?;
             if needs_norms {
+                let dx: Array<f32> = state.network.backward(grad)?;
                 norms[t] =
                     Some(dx.data().iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt());
+            } else {
+                state.network.backward_params(grad)?;
             }
         }
         if needs_norms {
