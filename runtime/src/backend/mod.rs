@@ -3,7 +3,6 @@
 
 pub mod cpu;
 pub mod cpu_ops;
-#[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod device;
 pub mod profile;

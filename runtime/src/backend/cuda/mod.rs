@@ -1,22 +1,19 @@
-//! The CUDA backend (feature `cuda`): hydrant's kernels (crate `hydrant-kernels`) compiled by
-//! NVRTC for the device's compute capability, cuBLAS for matrix products.
+//! The CUDA backend: hydrant's kernels (crate `hydrant-kernels`) compiled by NVRTC for the
+//! device's compute capability, cuBLAS for matrix products.
 //!
-//! Nothing here touches the driver before [`probe`] has checked that the driver library loads:
-//! cudarc panics when libcuda is missing.
+//! The planning half is plain Rust, built and tested everywhere: [`ir`] (the planner's view of a
+//! segment), [`fallback`] (which ops run on the GPU, else where and why), [`fusion`] (which nodes
+//! become one launch), [`memory`] (buffer reuse by liveness), [`geometry`] (grids and blocks).
+//! The executing half needs the `cuda` feature: [`probe`] (driver and devices; nothing touches
+//! the driver before the driver library is known to load, as cudarc panics without it).
 
-use super::device::Probe;
+pub mod fallback;
+pub mod fusion;
+pub mod geometry;
+pub mod ir;
+pub mod memory;
 
-/// What the machine offers: the driver library, its initialisation, the device count.
-pub(crate) fn probe() -> Probe {
-    // SAFETY: only tries to dlopen the driver library by name; no driver call is made.
-    if !unsafe { cudarc::driver::sys::is_culib_present() } {
-        return Probe::NoDriver;
-    }
-    if let Err(e) = cudarc::driver::result::init() {
-        return Probe::DriverError(e.to_string());
-    }
-    match cudarc::driver::result::device::get_count() {
-        Ok(n) => Probe::Devices(n.max(0) as usize),
-        Err(e) => Probe::DriverError(e.to_string()),
-    }
-}
+#[cfg(feature = "cuda")]
+mod probe;
+#[cfg(feature = "cuda")]
+pub(crate) use probe::probe;
