@@ -4,8 +4,9 @@
 //! f32.
 
 use super::context::{err, GpuContext};
+use super::fallback::{place, Placement};
 use super::fold::{fold, BatchNorm};
-use super::fusion::{Act, Step};
+use super::fusion::{plan, Act, Step};
 use super::geometry::{self, ConvKernel, ConvParams, ConvShape, Launch, PoolShape};
 use super::ir::{OpNode, SegmentIr};
 use crate::error::{Error, Result};
@@ -53,6 +54,9 @@ impl HostConst {
         self.values.iter().map(|&v| v as f32).collect()
     }
 }
+
+/// A tensor brought back to the host: shape and f32 values.
+pub type HostTensor = (Vec<usize>, Vec<f32>);
 
 /// A device pointer argument that may be null.
 enum Ptr<'a> {
@@ -663,104 +667,196 @@ fn act_of(node: &OpNode) -> Option<Act> {
     }
 }
 
-/// Runs the fused `steps` of `ir` on the GPU: `inputs` are the segment's inputs already on the
-/// device, `consts` the constant tensors it reads; returns the segment's outputs.
-pub fn run_segment(
-    gpu: &GpuContext,
-    ir: &SegmentIr,
-    steps: &[Step],
-    consts: &HashMap<String, HostConst>,
-    mut env: HashMap<String, GpuTensor>,
+/// A segment ready to run on the GPU: its fused steps, and the weights of its convolutions and
+/// matrix products uploaded once (BatchNorm folded, Gemm's alpha and beta applied).
+pub struct GpuSegment {
+    ir: SegmentIr,
+    steps: Vec<Step>,
+    consts: HashMap<String, HostConst>,
+    /// Per step: the uploaded weight and f32 bias of a Conv or Gemm step.
+    params: Vec<Option<(GpuTensor, Option<CudaSlice<f32>>)>>,
     storage: Storage,
-) -> Result<HashMap<String, GpuTensor>> {
-    let konst = |name: &str| -> Result<&HostConst> {
-        consts.get(name).ok_or_else(|| {
-            Error::InvalidModel(format!("constant `{name}` not available to the GPU plan"))
-        })
-    };
-    for step in steps {
-        match step {
-            Step::Conv { conv, batch_norm, residual, act, output, .. } => {
-                let node = &ir.nodes[*conv];
-                let w = konst(&node.inputs[1])?;
-                let mut weight = w.f32s();
-                let mut bias = node
-                    .inputs
-                    .get(2)
-                    .filter(|b| !b.is_empty())
-                    .map(|b| konst(b).map(HostConst::f32s))
-                    .transpose()?;
-                if let Some(b) = batch_norm {
-                    let bn_node = &ir.nodes[*b];
-                    let get = |i: usize| konst(&bn_node.inputs[i]).map(HostConst::f32s);
-                    let bn = BatchNorm {
-                        gamma: get(1)?,
-                        beta: get(2)?,
-                        mean: get(3)?,
-                        var: get(4)?,
-                        eps: bn_node.float("epsilon", 1e-5),
-                    };
-                    let (fw, fb) = fold(&weight, bias.as_deref(), &bn)?;
-                    weight = fw;
-                    bias = Some(fb);
-                }
-                let x = take(&env, &node.inputs[0])?;
-                let wt = gpu.upload(&w.shape, &weight, storage)?;
-                let b = bias.map(|b| gpu.upload_f32(&b)).transpose()?;
-                let groups = node.int("group", 1).max(1) as usize;
-                let p = conv_params(node, (w.shape[2], w.shape[3]), groups);
-                let r = residual.as_ref().map(|r| take(&env, r)).transpose()?;
-                let y = gpu.conv2d(x, &wt, b.as_ref(), r, &p, *act)?;
-                env.insert(output.clone(), y);
-            }
-            Step::Gemm { gemm, bias_add, act, output, .. } => {
-                let node = &ir.nodes[*gemm];
-                let w = konst(&node.inputs[1])?;
-                let trans_b = node.op == "Gemm" && node.int("transB", 0) != 0;
-                let bias = match bias_add {
-                    Some(a) => {
-                        let add = &ir.nodes[*a];
-                        add.inputs
-                            .iter()
-                            .find(|i| consts.contains_key(*i))
-                            .map(|b| konst(b).map(HostConst::f32s))
-                            .transpose()?
+}
+
+impl GpuSegment {
+    /// Plans `ir` ([`place`] must have said [`Placement::Cuda`]) and uploads its weights.
+    pub fn new(
+        gpu: &GpuContext,
+        ir: SegmentIr,
+        consts: HashMap<String, HostConst>,
+        storage: Storage,
+    ) -> Result<GpuSegment> {
+        if let Placement::Cpu { node, op, reason } = place(&ir) {
+            return Err(Error::UnsupportedOp {
+                node,
+                op_type: format!("{op} on the GPU ({reason})"),
+            });
+        }
+        let steps = plan(&ir);
+        let konst = |name: &str| -> Result<&HostConst> {
+            consts.get(name).ok_or_else(|| {
+                Error::InvalidModel(format!("constant `{name}` not available to the GPU plan"))
+            })
+        };
+        let floats = |name: Option<&String>| -> Result<Option<Vec<f32>>> {
+            name.filter(|b| !b.is_empty()).map(|b| konst(b).map(HostConst::f32s)).transpose()
+        };
+        let mut params = Vec::with_capacity(steps.len());
+        for step in &steps {
+            let p = match step {
+                Step::Conv { conv, batch_norm, .. } => {
+                    let node = &ir.nodes[*conv];
+                    let w = konst(&node.inputs[1])?;
+                    if w.shape.len() != 4 {
+                        return Err(Error::InvalidModel(format!(
+                            "Conv `{}`: weight {:?}",
+                            node.name, w.shape
+                        )));
                     }
-                    None => node
-                        .inputs
-                        .get(2)
-                        .filter(|b| !b.is_empty())
-                        .map(|b| konst(b).map(HostConst::f32s))
-                        .transpose()?,
-                };
-                let scale = (node.float("alpha", 1.0), node.float("beta", 1.0));
-                let weight: Vec<f32> = w.f32s().iter().map(|v| v * scale.0).collect();
-                let bias = bias.map(|b| b.iter().map(|v| v * scale.1).collect::<Vec<f32>>());
-                let x = take(&env, &node.inputs[0])?;
-                let wt = gpu.upload(&w.shape, &weight, storage)?;
-                let b = bias.map(|b| gpu.upload_f32(&b)).transpose()?;
-                let y = gpu.gemm(x, &wt, trans_b, b.as_ref(), *act)?;
-                env.insert(output.clone(), y);
-            }
-            Step::AddAct { add, act, output, .. } => {
-                let node = &ir.nodes[*add];
-                let y =
-                    gpu.add_act(take(&env, &node.inputs[0])?, take(&env, &node.inputs[1])?, *act)?;
-                env.insert(output.clone(), y);
-            }
-            Step::Single(i) => {
-                let node = &ir.nodes[*i];
-                let y = single(gpu, node, &env, consts)?;
-                env.insert(node.outputs[0].clone(), y);
+                    let mut weight = w.f32s();
+                    let mut bias = floats(node.inputs.get(2))?;
+                    if let Some(b) = batch_norm {
+                        let bn_node = &ir.nodes[*b];
+                        let get = |i: usize| konst(&bn_node.inputs[i]).map(HostConst::f32s);
+                        let bn = BatchNorm {
+                            gamma: get(1)?,
+                            beta: get(2)?,
+                            mean: get(3)?,
+                            var: get(4)?,
+                            eps: bn_node.float("epsilon", 1e-5),
+                        };
+                        let (fw, fb) = fold(&weight, bias.as_deref(), &bn)?;
+                        weight = fw;
+                        bias = Some(fb);
+                    }
+                    let b = bias.map(|b| gpu.upload_f32(&b)).transpose()?;
+                    Some((gpu.upload(&w.shape, &weight, storage)?, b))
+                }
+                Step::Gemm { gemm, bias_add, .. } => {
+                    let node = &ir.nodes[*gemm];
+                    let w = konst(&node.inputs[1])?;
+                    if w.shape.len() != 2 {
+                        return Err(Error::InvalidModel(format!(
+                            "{} `{}`: weight {:?}",
+                            node.op, node.name, w.shape
+                        )));
+                    }
+                    let bias = match bias_add {
+                        Some(a) => {
+                            floats(ir.nodes[*a].inputs.iter().find(|i| consts.contains_key(*i)))?
+                        }
+                        None => floats(node.inputs.get(2))?,
+                    };
+                    let (alpha, beta) = (node.float("alpha", 1.0), node.float("beta", 1.0));
+                    let weight: Vec<f32> = w.f32s().iter().map(|v| v * alpha).collect();
+                    let bias = bias.map(|b| b.iter().map(|v| v * beta).collect::<Vec<f32>>());
+                    let b = bias.map(|b| gpu.upload_f32(&b)).transpose()?;
+                    Some((gpu.upload(&w.shape, &weight, storage)?, b))
+                }
+                _ => None,
+            };
+            params.push(p);
+        }
+        Ok(GpuSegment { ir, steps, consts, params, storage })
+    }
+
+    /// The storage type of the segment's tensors.
+    pub fn storage(&self) -> Storage {
+        self.storage
+    }
+
+    /// Runs the segment on `env` (its inputs, on the device, in the segment's storage type);
+    /// returns its outputs.
+    pub fn run(
+        &self,
+        gpu: &GpuContext,
+        mut env: HashMap<String, GpuTensor>,
+    ) -> Result<HashMap<String, GpuTensor>> {
+        let ir = &self.ir;
+        for (step, params) in self.steps.iter().zip(&self.params) {
+            match (step, params) {
+                (Step::Conv { conv, residual, act, output, .. }, Some((w, b))) => {
+                    let node = &ir.nodes[*conv];
+                    let groups = node.int("group", 1).max(1) as usize;
+                    let p = conv_params(node, (w.shape[2], w.shape[3]), groups);
+                    let x = take(&env, &node.inputs[0])?;
+                    let r = residual.as_ref().map(|r| take(&env, r)).transpose()?;
+                    let y = gpu.conv2d(x, w, b.as_ref(), r, &p, *act)?;
+                    env.insert(output.clone(), y);
+                }
+                (Step::Gemm { gemm, act, output, .. }, Some((w, b))) => {
+                    let node = &ir.nodes[*gemm];
+                    let trans_b = node.op == "Gemm" && node.int("transB", 0) != 0;
+                    let y = gpu.gemm(take(&env, &node.inputs[0])?, w, trans_b, b.as_ref(), *act)?;
+                    env.insert(output.clone(), y);
+                }
+                (Step::AddAct { add, act, output, .. }, _) => {
+                    let node = &ir.nodes[*add];
+                    let (a, b) = (take(&env, &node.inputs[0])?, take(&env, &node.inputs[1])?);
+                    let y = gpu.add_act(a, b, *act)?;
+                    env.insert(output.clone(), y);
+                }
+                (Step::Single(i), _) => {
+                    let node = &ir.nodes[*i];
+                    let y = single(gpu, node, &env, &self.consts)?;
+                    env.insert(node.outputs[0].clone(), y);
+                }
+                (step, None) => {
+                    return Err(Error::InvalidModel(format!("GPU step {step:?} has no weights")))
+                }
             }
         }
+        let mut out = HashMap::new();
+        for o in &ir.outputs {
+            let t = env.remove(o).ok_or_else(|| Error::MissingFeature(o.clone()))?;
+            out.insert(o.clone(), t);
+        }
+        Ok(out)
     }
-    let mut out = HashMap::new();
-    for o in &ir.outputs {
-        let t = env.remove(o).ok_or_else(|| Error::MissingFeature(o.clone()))?;
-        out.insert(o.clone(), t);
+
+    /// The whole of `graph` as one GPU segment (for parity checks and benchmarks), or where it
+    /// must run instead and why.
+    pub fn for_graph(
+        gpu: &GpuContext,
+        graph: &OnnxGraph,
+        storage: Storage,
+    ) -> Result<std::result::Result<GpuSegment, Placement>> {
+        let nodes: Vec<usize> = (0..graph.nodes().len()).collect();
+        let ir = SegmentIr::from_graph(graph, &nodes, graph.outputs());
+        let placement = place(&ir);
+        if placement != Placement::Cuda {
+            return Ok(Err(placement));
+        }
+        let mut names: Vec<&str> = ir
+            .nodes
+            .iter()
+            .flat_map(|n| n.inputs.iter().map(String::as_str))
+            .filter(|i| ir.constants.contains(*i))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let consts = constants(graph, &names)?;
+        GpuSegment::new(gpu, ir, consts, storage).map(Ok)
     }
-    Ok(out)
+
+    /// Runs the segment on host tensors (converted to f32, then to the storage type) and
+    /// returns its outputs on the host as `(shape, f32 values)`.
+    pub fn run_host(
+        &self,
+        gpu: &GpuContext,
+        inputs: &[(&str, &crate::Tensor)],
+    ) -> Result<HashMap<String, HostTensor>> {
+        let mut env = HashMap::new();
+        for (name, t) in inputs {
+            let f = t.to_f32();
+            let values = f
+                .as_slice::<f32>()
+                .ok_or_else(|| Error::BadTensor(format!("input `{name}` is not numeric")))?;
+            env.insert(name.to_string(), gpu.upload(t.shape(), values, self.storage)?);
+        }
+        let out = self.run(gpu, env)?;
+        out.into_iter().map(|(k, t)| Ok((k, (t.shape.clone(), gpu.download(&t)?)))).collect()
+    }
 }
 
 /// An optional f32 constant input (empty name: absent) uploaded to the device.
