@@ -137,6 +137,11 @@ impl GpuContext {
         self.stream.clone_htod(values).map_err(|e| self.e(e))
     }
 
+    /// Copies f32 parameters back.
+    pub fn download_f32(&self, s: &CudaSlice<f32>) -> Result<Vec<f32>> {
+        self.stream.clone_dtoh(s).map_err(|e| self.e(e))
+    }
+
     /// Copies a device tensor back, widened to f32.
     pub fn download(&self, t: &GpuTensor) -> Result<Vec<f32>> {
         let bytes = self.stream.clone_dtoh(&t.buf).map_err(|e| self.e(e))?;
