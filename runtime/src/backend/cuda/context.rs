@@ -171,6 +171,18 @@ impl GpuContext {
         out
     }
 
+    /// Milliseconds of GPU time that `work` enqueues, measured with CUDA events on the stream.
+    pub fn time_ms(&self, work: impl FnOnce() -> Result<()>) -> Result<f32> {
+        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self.ctx.new_event(flags).map_err(|e| err(self.ordinal, e))?;
+        let end = self.ctx.new_event(flags).map_err(|e| err(self.ordinal, e))?;
+        start.record(&self.stream).map_err(|e| err(self.ordinal, e))?;
+        work()?;
+        end.record(&self.stream).map_err(|e| err(self.ordinal, e))?;
+        end.synchronize().map_err(|e| err(self.ordinal, e))?;
+        start.elapsed_ms(&end).map_err(|e| err(self.ordinal, e))
+    }
+
     /// Waits for every launch so far.
     pub fn synchronize(&self) -> Result<()> {
         self.stream.synchronize().map_err(|e| err(self.ordinal, e))
