@@ -6,7 +6,7 @@
 use super::context::{err, GpuContext};
 use super::fallback::{place, Placement};
 use super::fold::{fold, BatchNorm};
-use super::fusion::{plan, Act, Step};
+use super::fusion::{activation, plan, Act, Step};
 use super::geometry::{self, ConvKernel, ConvParams, ConvShape, Launch, PoolShape};
 use super::ir::{OpNode, SegmentIr};
 use crate::error::{Error, Result};
@@ -661,17 +661,6 @@ fn conv_params(node: &OpNode, kernel: (usize, usize), groups: usize) -> ConvPara
     }
 }
 
-fn act_of(node: &OpNode) -> Option<Act> {
-    match node.op.as_str() {
-        "Relu" => Some(Act::Relu),
-        "LeakyRelu" => Some(Act::LeakyRelu(node.float("alpha", 0.01))),
-        "Sigmoid" => Some(Act::Sigmoid),
-        "Tanh" => Some(Act::Tanh),
-        "Gelu" => Some(Act::Gelu),
-        _ => None,
-    }
-}
-
 /// A segment ready to run on the GPU: its fused steps, and the weights of its convolutions and
 /// matrix products uploaded once (BatchNorm folded, Gemm's alpha and beta applied).
 pub struct GpuSegment {
@@ -803,7 +792,7 @@ impl GpuSegment {
                 }
                 (Step::Single(i), _) => {
                     let node = &ir.nodes[*i];
-                    let y = single(gpu, node, &env, &self.consts)?;
+                    let y = single(gpu, node, ir, &env, &self.consts)?;
                     env.insert(node.outputs[0].clone(), y);
                 }
                 (step, None) => {
@@ -897,6 +886,7 @@ fn reshaped(gpu: &GpuContext, x: &GpuTensor, shape: Vec<usize>) -> Result<GpuTen
 fn single(
     gpu: &GpuContext,
     node: &OpNode,
+    ir: &SegmentIr,
     env: &HashMap<String, GpuTensor>,
     consts: &HashMap<String, HostConst>,
 ) -> Result<GpuTensor> {
@@ -905,7 +895,7 @@ fn single(
         node: node.name.clone(),
         op_type: format!("{} on the GPU ({why})", node.op),
     };
-    if let Some(act) = act_of(node) {
+    if let Some(act) = activation(node, ir) {
         let mut y = reshaped(gpu, x, x.shape.clone())?;
         gpu.bias_act(&mut y, None, 1, act)?;
         return Ok(y);

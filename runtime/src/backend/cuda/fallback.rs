@@ -2,7 +2,9 @@
 //! that set: the segment runs on the CPU, and the placement names the node and why, so that
 //! `hydrant inspect` can say it.
 
+use super::fusion::{activation, plan, Step};
 use super::ir::{OpNode, SegmentIr};
+use std::collections::HashSet;
 
 /// Where a segment runs.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,8 +32,8 @@ impl Placement {
     }
 }
 
-/// Whether the GPU backend runs `node`; `Err` says why not.
-pub fn supported(node: &OpNode) -> Result<(), String> {
+/// Whether the GPU backend runs `node` of `ir` by itself; `Err` says why not.
+pub fn supported(node: &OpNode, ir: &SegmentIr) -> Result<(), String> {
     let pads_symmetric = |n: &OpNode| match n.ints("pads") {
         Some(p) if p.len() == 4 => p[0] == p[2] && p[1] == p[3],
         Some(p) => p.is_empty(),
@@ -100,18 +102,29 @@ pub fn supported(node: &OpNode) -> Result<(), String> {
             }
             Ok(())
         }
-        "Relu" | "LeakyRelu" | "Sigmoid" | "Tanh" | "Gelu" | "Clip" | "Add" | "Mul" | "MatMul"
-        | "Concat" | "GlobalAveragePool" | "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze"
-        | "Identity" | "Dropout" => Ok(()),
+        "Clip" => match activation(node, ir) {
+            Some(_) => Ok(()),
+            None => Err("bounds other than 0..6 or 0..∞, or not constant".into()),
+        },
+        "Mul" => Err("no GPU kernel (Mul runs only as part of SiLU)".into()),
+        "Relu" | "LeakyRelu" | "Sigmoid" | "Tanh" | "Gelu" | "Add" | "MatMul" | "Concat"
+        | "GlobalAveragePool" | "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" | "Identity"
+        | "Dropout" => Ok(()),
         _ => Err("no GPU kernel".into()),
     }
 }
 
-/// Where `segment` runs: on the GPU when every node is supported, else on the CPU, naming the
-/// first node that is not.
+/// Where `segment` runs: on the GPU when every node is supported (by itself, or as part of a
+/// fused step), else on the CPU, naming the first node that is not.
 pub fn place(segment: &SegmentIr) -> Placement {
-    for n in &segment.nodes {
-        if let Err(reason) = supported(n) {
+    let fused: HashSet<usize> = plan(segment)
+        .iter()
+        .filter(|s| !matches!(s, Step::Single(_)))
+        .flat_map(|s| s.nodes())
+        .collect();
+    for (i, n) in segment.nodes.iter().enumerate() {
+        let inside = fused.contains(&i) && matches!(n.op.as_str(), "Mul" | "Sigmoid" | "Clip");
+        if let Err(reason) = if inside { Ok(()) } else { supported(n, segment) } {
             return Placement::Cpu { node: n.name.clone(), op: n.op.clone(), reason };
         }
     }
@@ -164,23 +177,52 @@ mod tests {
     }
 
     #[test]
+    fn silu_multiplies_are_placed_only_inside_their_fused_step() {
+        let silu = seg(vec![
+            OpNode::new("Conv", &["x", "w"], &["c"]),
+            OpNode::new("Sigmoid", &["c"], &["s"]),
+            OpNode::new("Mul", &["c", "s"], &["y"]),
+        ]);
+        assert_eq!(place(&silu), Placement::Cuda);
+        let lone = seg(vec![OpNode::new("Mul", &["a", "b"], &["y"])]);
+        assert!(matches!(place(&lone), Placement::Cpu { op, .. } if op == "Mul"));
+    }
+
+    /// The committed fixtures: models of supported ops place on the GPU; `dtypes.onnx` (Cast,
+    /// ArgMax) falls back naming its first Cast.
+    #[test]
+    fn fixture_models_place_as_expected() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+        let placement = |f: &str| {
+            let g = crate::graph::OnnxGraph::load(&dir.join(f)).unwrap();
+            let nodes: Vec<usize> = (0..g.nodes().len()).collect();
+            place(&SegmentIr::from_graph(&g, &nodes, g.outputs()))
+        };
+        for f in ["hydranet.onnx", "single.onnx", "digits.onnx"] {
+            assert_eq!(placement(f), Placement::Cuda, "{f}");
+        }
+        assert!(matches!(placement("dtypes.onnx"), Placement::Cpu { op, .. } if op == "Cast"));
+    }
+
+    #[test]
     fn attribute_limits_are_checked() {
+        let none = SegmentIr::default();
         let asym =
             OpNode::new("Conv", &["x", "w"], &["c"]).with("pads", Attr::Ints(vec![0, 0, 1, 1]));
-        assert_eq!(supported(&asym), Err("asymmetric padding".into()));
+        assert_eq!(supported(&asym, &none), Err("asymmetric padding".into()));
         let conv3d = OpNode::new("Conv", &["x", "w"], &["c"])
             .with("kernel_shape", Attr::Ints(vec![3, 3, 3]));
-        assert!(supported(&conv3d).is_err());
+        assert!(supported(&conv3d, &none).is_err());
         let soft = OpNode::new("Softmax", &["x"], &["y"]).with("axis", Attr::Int(1));
-        assert!(supported(&soft).is_err());
+        assert!(supported(&soft, &none).is_err());
         let cubic =
             OpNode::new("Resize", &["x", "", "s"], &["y"]).with("mode", Attr::Str("cubic".into()));
-        assert_eq!(supported(&cubic), Err("mode cubic".into()));
+        assert_eq!(supported(&cubic, &none), Err("mode cubic".into()));
         let nearest = OpNode::new("Resize", &["x", "", "s"], &["y"])
             .with("coordinate_transformation_mode", Attr::Str("asymmetric".into()))
             .with("nearest_mode", Attr::Str("floor".into()));
-        assert_eq!(supported(&nearest), Ok(()));
+        assert_eq!(supported(&nearest, &none), Ok(()));
         let train_bn = OpNode::new("BatchNormalization", &["x"], &["y", "m", "v"]);
-        assert!(supported(&train_bn).is_err());
+        assert!(supported(&train_bn, &none).is_err());
     }
 }

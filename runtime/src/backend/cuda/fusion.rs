@@ -109,19 +109,25 @@ impl Step {
     }
 }
 
-/// The activation node `n` computes, if it is one a kernel epilogue can apply.
-fn activation(node: &OpNode) -> Option<Act> {
+/// The activation `node` of `ir` computes, if it is one a kernel epilogue can apply.
+pub fn activation(node: &OpNode, ir: &SegmentIr) -> Option<Act> {
     match node.op.as_str() {
         "Relu" => Some(Act::Relu),
         "LeakyRelu" => Some(Act::LeakyRelu(node.float("alpha", 0.01))),
         "Sigmoid" => Some(Act::Sigmoid),
         "Tanh" => Some(Act::Tanh),
         "Gelu" => Some(Act::Gelu),
-        // Clip's bounds as attributes (opset < 11); as inputs they are constants the planner
-        // cannot read, so that form runs alone.
-        "Clip" if node.inputs.len() == 1 => {
-            let (lo, hi) = (node.float("min", f32::MIN), node.float("max", f32::MAX));
-            (lo == 0.0 && hi == 6.0).then_some(Act::Relu6)
+        // Clip's bounds: attributes before opset 11, scalar constant inputs since.
+        "Clip" => {
+            let bound = |i: usize, attr: &str, none: f32| match node.inputs.get(i) {
+                Some(t) if !t.is_empty() => ir.scalars.get(t).copied(),
+                _ => Some(node.float(attr, none)),
+            };
+            match (bound(1, "min", f32::MIN)?, bound(2, "max", f32::MAX)?) {
+                (0.0, 6.0) => Some(Act::Relu6),
+                (0.0, f32::MAX) => Some(Act::Relu),
+                _ => None,
+            }
         }
         _ => None,
     }
@@ -151,7 +157,7 @@ impl Planner<'_> {
     fn activation_after(&self, tensor: &str) -> Option<(Act, Vec<usize>, String)> {
         if let Some(r) = self.sole_reader(tensor).filter(|&r| self.free(r)) {
             let node = &self.ir.nodes[r];
-            return activation(node).map(|a| (a, vec![r], node.outputs[0].clone()));
+            return activation(node, self.ir).map(|a| (a, vec![r], node.outputs[0].clone()));
         }
         if self.ir.uses(tensor) != 2 {
             return None;
@@ -316,7 +322,28 @@ mod tests {
             nodes,
             constants: constants.iter().map(|s| s.to_string()).collect(),
             outputs: outputs.iter().map(|s| s.to_string()).collect(),
+            scalars: [("zero", 0.0), ("six", 6.0), ("one", 1.0)]
+                .map(|(k, v)| (k.to_string(), v))
+                .into(),
         }
+    }
+
+    #[test]
+    fn clip_with_constant_bounds_fuses_as_relu6_and_other_bounds_do_not() {
+        let s = ir(
+            vec![
+                OpNode::new("Conv", &["x", "w"], &["c"]),
+                OpNode::new("Clip", &["c", "zero", "six"], &["y"]),
+                OpNode::new("Conv", &["y", "w"], &["c2"]),
+                OpNode::new("Clip", &["c2", "zero", "one"], &["z"]),
+            ],
+            &["w", "zero", "six", "one"],
+            &["z"],
+        );
+        let steps = plan(&s);
+        assert!(matches!(&steps[0], Step::Conv { act: Act::Relu6, nodes, .. } if nodes == &[0, 1]));
+        assert!(matches!(&steps[1], Step::Conv { act: Act::None, .. }));
+        assert_eq!(steps[2], Step::Single(3));
     }
 
     #[test]

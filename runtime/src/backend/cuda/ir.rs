@@ -3,7 +3,7 @@
 //! plans are easy to build and to test.
 
 use crate::graph::OnnxGraph;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use tract_onnx::pb;
 
 /// One attribute value.
@@ -132,6 +132,8 @@ pub struct SegmentIr {
     pub constants: HashSet<String>,
     /// Tensors other segments or the caller read.
     pub outputs: Vec<String>,
+    /// Values of the single-element f32 constants (Clip bounds and the like).
+    pub scalars: HashMap<String, f32>,
 }
 
 impl SegmentIr {
@@ -146,6 +148,7 @@ impl SegmentIr {
                 .collect(),
             constants: graph.const_tensors.clone(),
             outputs: outputs.to_vec(),
+            scalars: scalars(graph),
         }
     }
 
@@ -154,4 +157,35 @@ impl SegmentIr {
         let reads = self.nodes.iter().map(|n| n.inputs.iter().filter(|i| *i == tensor).count());
         reads.sum::<usize>() + usize::from(self.outputs.iter().any(|o| o == tensor))
     }
+}
+
+/// The value of a one-element f32 tensor stored inline.
+fn scalar(t: &pb::TensorProto) -> Option<f32> {
+    if t.data_type != 1 || t.dims.iter().product::<i64>() != 1 {
+        return None;
+    }
+    if let Some(&v) = t.float_data.first() {
+        return Some(v);
+    }
+    let b = t.raw_data.get(..4)?;
+    Some(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Every one-element f32 initializer and `Constant` output of `graph`.
+fn scalars(graph: &OnnxGraph) -> HashMap<String, f32> {
+    let mut out = HashMap::new();
+    if let Some(g) = graph.proto.graph.as_ref() {
+        for t in &g.initializer {
+            if let Some(v) = scalar(t) {
+                out.insert(t.name.clone(), v);
+            }
+        }
+    }
+    for n in graph.nodes().iter().filter(|n| n.op_type == "Constant") {
+        let value = n.attribute.iter().find(|a| a.name == "value").and_then(|a| a.t.as_ref());
+        if let (Some(v), Some(name)) = (value.and_then(scalar), n.output.first()) {
+            out.insert(name.clone(), v);
+        }
+    }
+    out
 }
