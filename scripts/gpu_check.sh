@@ -2,9 +2,10 @@
 # GPU checks of the CUDA backend, in one run of under 8 minutes on a machine with a CUDA 13
 # driver, Python and PyTorch, and no Rust toolchain.
 #
-#   bash scripts/gpu_check.sh --build   # here, with Rust: builds the binaries into target/gpu-check
+#   bash scripts/gpu_check.sh --build   # with Rust: builds target/gpu-check/{gpu_parity,
+#                                       # gpu_bench,hydrant}, packed as target/gpu-check.tar.xz
 #   bash scripts/gpu_check.sh           # on the GPU machine, from the repository root, with
-#                                       # target/gpu-check carried over
+#                                       # target/gpu-check.tar.xz carried over (~17 MB)
 #
 # Steps: the device as hydrant sees it; parity (every kernel against plain references, the
 # optimizer kernels against the CPU optimizer, every fixture model against the CPU backend,
@@ -28,10 +29,15 @@ for l in sys.stdin:
   mkdir -p "$out"
   cp "$(cat target/gpu_parity.path)" "$out/gpu_parity"
   cp target/release/examples/gpu_bench target/release/hydrant "$out/"
-  strip --strip-debug "$out"/* 2>/dev/null || true
-  ls -la "$out"
-  echo "carry: $out"
+  strip --strip-all "$out"/*
+  tar -cJf target/gpu-check.tar.xz -C target gpu-check
+  ls -la "$out" target/gpu-check.tar.xz
+  echo "carry: target/gpu-check.tar.xz (the GPU run unpacks it into $out)"
   exit 0
+fi
+
+if [[ ! -x $out/gpu_parity ]]; then
+  tar -xJf target/gpu-check.tar.xz -C target || { echo "no $out and no target/gpu-check.tar.xz: build with --build"; exit 2; }
 fi
 
 status=0

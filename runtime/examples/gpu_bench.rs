@@ -16,7 +16,14 @@ fn list<T>(arg: Option<&String>, default: &str, parse: impl Fn(&str) -> Option<T
     arg.map_or(default, |s| s.as_str()).split(',').filter_map(parse).collect()
 }
 
-fn main() -> Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1));
     let batches = list(flag("--batch"), "1,64", |s| s.parse::<usize>().ok());

@@ -139,7 +139,12 @@ impl Model {
         };
         let requested =
             device::requested(options.device, std::env::var("HYDRANT_DEVICE").ok().as_deref())?;
-        let choice = device::choose(requested, &device::Probe::detect())?;
+        let mut choice = device::choose(requested, &device::Probe::detect())?;
+        if choice.device != Device::Cpu {
+            // The GPU executor runs segments (backend::cuda::exec); `Model::run` does not route
+            // to it yet (docs/CUDA.md).
+            choice.reason.push_str("; model runs still execute on the CPU backend");
+        }
         let split = split::split(&graph, &options.cut_points)?;
         let base_needs = layout::base_needs(&graph, &split);
         let own_ops = crate::backend::cpu_ops::enabled(options.own_cpu_ops);
