@@ -180,6 +180,13 @@ impl GpuContext {
         act: Act,
     ) -> Result<GpuTensor> {
         let [n, c, h, wd] = four(&x.shape)?;
+        let (kh, kw) = p.kernel;
+        if p.groups == 0 || w.shape != [w.shape[0], c / p.groups, kh, kw] {
+            return Err(Error::BadTensor(format!(
+                "convolution weight {:?} for input {:?}, kernel {kh}×{kw}, {} groups",
+                w.shape, x.shape, p.groups
+            )));
+        }
         let shape = ConvShape::new([n, c, h, wd], w.shape[0], p)?;
         let out_shape = [n, w.shape[0], shape.oh as usize, shape.ow as usize];
         if let Some(r) = residual {
@@ -959,21 +966,23 @@ fn single(
             gpu.concat(&parts, axis)
         }
         "Resize" | "Upsample" => {
-            let scales = node
-                .inputs
-                .iter()
-                .skip(1)
-                .filter(|n| !n.is_empty())
-                .find_map(|n| consts.get(n))
-                .ok_or_else(|| unsupported("scales not constant"))?;
-            let [_, _, h, w] = four(&x.shape)?;
-            let (oh, ow) = if scales.values.len() == 4 && scales.values.iter().all(|&v| v < 64.0) {
-                ((h as f64 * scales.values[2]) as usize, (w as f64 * scales.values[3]) as usize)
-            } else if scales.values.len() == 4 {
-                (scales.values[2] as usize, scales.values[3] as usize)
-            } else {
-                return Err(unsupported("scales or sizes of 4 values expected"));
+            // Upsample(X, scales); Resize(X, roi, scales, sizes): scales or sizes, 4 values.
+            let four_values = |i: usize| {
+                let name = node.inputs.get(i).filter(|n| !n.is_empty())?;
+                consts.get(name).filter(|c| c.values.len() == 4)
             };
+            let [_, _, h, w] = four(&x.shape)?;
+            let scales = if node.op == "Upsample" { four_values(1) } else { four_values(2) };
+            let (oh, ow) = match (scales, four_values(3)) {
+                (Some(s), _) => {
+                    ((h as f64 * s.values[2]) as usize, (w as f64 * s.values[3]) as usize)
+                }
+                (None, Some(sizes)) => (sizes.values[2] as usize, sizes.values[3] as usize),
+                (None, None) => return Err(unsupported("scales or sizes not constant")),
+            };
+            if oh == 0 || ow == 0 {
+                return Err(unsupported("an empty output"));
+            }
             let bilinear = node.string("mode", "nearest") != "nearest";
             let align = node.string("coordinate_transformation_mode", "") == "align_corners";
             gpu.resize(x, oh, ow, bilinear, align)
