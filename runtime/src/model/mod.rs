@@ -140,12 +140,15 @@ impl Model {
         let requested =
             device::requested(options.device, std::env::var("HYDRANT_DEVICE").ok().as_deref())?;
         let mut choice = device::choose(requested, &device::Probe::detect())?;
+        let split = split::split(&graph, &options.cut_points)?;
         if choice.device != Device::Cpu {
             // The GPU executor runs segments (backend::cuda::exec); `Model::run` does not route
             // to it yet (docs/CUDA.md).
             choice.reason.push_str("; model runs still execute on the CPU backend");
+            if let Some(parts) = crate::backend::cuda::fallback::cpu_parts(&graph, &split) {
+                choice.reason.push_str(&format!("; not GPU-ready: {parts}"));
+            }
         }
-        let split = split::split(&graph, &options.cut_points)?;
         let base_needs = layout::base_needs(&graph, &split);
         let own_ops = crate::backend::cpu_ops::enabled(options.own_cpu_ops);
         let layout = Layout::from_split(&graph, &split, own_ops);
