@@ -77,7 +77,7 @@ pub fn report(model: &Model) -> Value {
             "segments": segments,
         },
         "heads": heads,
-        "device": format!("{:?}", model.device()).to_lowercase(),
+        "device": format!("{} ({})", model.device(), model.device_reason()),
         "threads": model.threads(),
     })
 }

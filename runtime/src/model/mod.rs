@@ -10,6 +10,7 @@ pub use io::{Features, Outputs};
 pub use options::{Device, LoadOptions, MAX_THREADS};
 
 use crate::backend::cpu::{self, CpuSegment, Fact};
+use crate::backend::device;
 use crate::backend::profile::NodeTime;
 use crate::backend::rows::{self, Env};
 use crate::error::{Error, Result};
@@ -56,7 +57,7 @@ pub struct Model {
     layout: RwLock<Arc<Layout>>,
     executor: Executor,
     threads: usize,
-    device: Device,
+    device: device::Choice,
     /// Whether batches may run as batch-1 rows (option, or the model has convolutions).
     rows_wanted: bool,
     /// Segments computing arbitrary graph tensors, by tensor set (for [`Model::tensors`]).
@@ -136,15 +137,18 @@ impl Model {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
-        let device = match options.device {
-            Device::Auto | Device::Cpu => Device::Cpu,
-            Device::Cuda(i) => {
-                return Err(Error::InvalidArgument(format!(
-                    "device cuda:{i}: this build of hydrant has no CUDA backend"
-                )))
-            }
-        };
+        let requested =
+            device::requested(options.device, std::env::var("HYDRANT_DEVICE").ok().as_deref())?;
+        let mut choice = device::choose(requested, &device::Probe::detect())?;
         let split = split::split(&graph, &options.cut_points)?;
+        if choice.device != Device::Cpu {
+            // The GPU executor runs segments (backend::cuda::exec); `Model::run` does not route
+            // to it yet (docs/CUDA.md).
+            choice.reason.push_str("; model runs still execute on the CPU backend");
+            if let Some(parts) = crate::backend::cuda::fallback::cpu_parts(&graph, &split) {
+                choice.reason.push_str(&format!("; not GPU-ready: {parts}"));
+            }
+        }
         let base_needs = layout::base_needs(&graph, &split);
         let own_ops = crate::backend::cpu_ops::enabled(options.own_cpu_ops);
         let layout = Layout::from_split(&graph, &split, own_ops);
@@ -160,7 +164,7 @@ impl Model {
             layout: RwLock::new(Arc::new(layout)),
             executor,
             threads,
-            device,
+            device: choice,
             rows_wanted,
             probes: Mutex::new(HashMap::new()),
         })
@@ -194,7 +198,13 @@ impl Model {
 
     /// The device the model runs on (never `Auto`).
     pub fn device(&self) -> Device {
-        self.device
+        self.device.device
+    }
+
+    /// Why the model runs on [`Model::device`] (`requested`, or what automatic selection
+    /// found, such as `auto: no CUDA driver (libcuda) found`).
+    pub fn device_reason(&self) -> &str {
+        &self.device.reason
     }
 
     /// Name and ONNX op type of node `index` (as in [`Split`]'s node lists).

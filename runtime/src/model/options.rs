@@ -17,14 +17,24 @@ pub enum Device {
     Cuda(usize),
 }
 
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Auto => f.write_str("auto"),
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
 impl std::str::FromStr for Device {
     type Err = Error;
     fn from_str(s: &str) -> Result<Device> {
-        match s {
+        match s.trim().to_ascii_lowercase().as_str() {
             "auto" => Ok(Device::Auto),
             "cpu" => Ok(Device::Cpu),
             "cuda" => Ok(Device::Cuda(0)),
-            _ => s.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(Device::Cuda).ok_or_else(
+            t => t.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(Device::Cuda).ok_or_else(
                 || {
                     Error::InvalidArgument(format!(
                         "device `{s}`: expected auto, cpu, cuda or cuda:N"
@@ -40,7 +50,7 @@ impl std::str::FromStr for Device {
 pub struct LoadOptions {
     pub(crate) threads: Option<usize>,
     pub(crate) cut_points: Vec<String>,
-    pub(crate) device: Device,
+    pub(crate) device: Option<Device>,
     pub(crate) batch_as_rows: Option<bool>,
     pub(crate) max_bytes: Option<u64>,
     pub(crate) own_cpu_ops: Option<bool>,
@@ -64,9 +74,10 @@ impl LoadOptions {
         self
     }
 
-    /// The device to run on.
+    /// The device to run on (default: `HYDRANT_DEVICE` — `auto`, `cpu`, `cuda` or `cuda:N` —
+    /// else [`Device::Auto`]).
     pub fn device(mut self, device: Device) -> LoadOptions {
-        self.device = device;
+        self.device = Some(device);
         self
     }
 
@@ -107,6 +118,19 @@ mod tests {
     fn device_parses() {
         assert_eq!("cuda:2".parse::<Device>().unwrap(), Device::Cuda(2));
         assert_eq!("cpu".parse::<Device>().unwrap(), Device::Cpu);
-        assert!("gpu".parse::<Device>().is_err());
+        assert_eq!("cuda".parse::<Device>().unwrap(), Device::Cuda(0));
+        assert_eq!("CUDA:1".parse::<Device>().unwrap(), Device::Cuda(1));
+        assert_eq!("auto".parse::<Device>().unwrap(), Device::Auto);
+        for bad in ["gpu", "cuda:", "cuda:-1", "cuda:x", "cuda1", ""] {
+            let e = bad.parse::<Device>().unwrap_err();
+            assert!(e.to_string().contains("expected auto, cpu, cuda or cuda:N"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn device_prints_as_it_parses() {
+        for d in [Device::Auto, Device::Cpu, Device::Cuda(0), Device::Cuda(7)] {
+            assert_eq!(d.to_string().parse::<Device>().unwrap(), d);
+        }
     }
 }

@@ -1,0 +1,26 @@
+//! The CUDA backend: hydrant's kernels (crate `hydrant-kernels`) compiled by NVRTC for the
+//! device's compute capability, cuBLAS for matrix products.
+//!
+//! The planning half is plain Rust, built and tested everywhere: [`ir`] (the planner's view of a
+//! segment), [`fallback`] (which ops run on the GPU, else where and why), [`fusion`] (which nodes
+//! become one launch), [`memory`] (buffer reuse by liveness), [`geometry`] (grids and blocks).
+//! The executing half needs the `cuda` feature: [`probe`] (driver and devices; nothing touches
+//! the driver before the driver library is known to load, as cudarc panics without it),
+//! [`context`] (device, stream, cuBLAS, NVRTC module cache) and [`exec`] (device tensors, one
+//! method per kernel, and the segment runner).
+
+pub mod fallback;
+pub mod fold;
+pub mod fusion;
+pub mod geometry;
+pub mod ir;
+pub mod memory;
+
+#[cfg(feature = "cuda")]
+pub mod context;
+#[cfg(feature = "cuda")]
+pub mod exec;
+#[cfg(feature = "cuda")]
+mod probe;
+#[cfg(feature = "cuda")]
+pub(crate) use probe::probe;

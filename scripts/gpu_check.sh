@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# GPU checks of the CUDA backend, in one run of under 8 minutes on a machine with a CUDA 13
+# driver, Python and PyTorch, and no Rust toolchain.
+#
+#   bash scripts/gpu_check.sh --build   # with Rust: builds target/gpu-check/{gpu_parity,
+#                                       # gpu_bench,hydrant}, packed as target/gpu-check.tar.xz
+#   bash scripts/gpu_check.sh           # on the GPU machine, from the repository root, with
+#                                       # target/gpu-check.tar.xz carried over (~17 MB)
+#
+# Steps: the device as hydrant sees it; parity (every kernel against plain references, the
+# optimizer kernels against the CPU optimizer, every fixture model against the CPU backend,
+# f32 ≤ 1e-4, f16/bf16 ≤ 1e-2); compute-sanitizer memcheck on the kernel parity tests when
+# present; benchmark against PyTorch eager (bench/peer_torch_gpu.py; needs torchvision).
+# Exits non-zero when a parity check or the sanitizer fails.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=target/gpu-check
+
+if [[ ${1:-} == --build ]]; then
+  set -e
+  cargo test --workspace --release --features hydrant/cuda --no-run --test gpu_parity \
+    --message-format=json 2>/dev/null \
+    | python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "gpu_parity" and m.get("executable"):
+        print(m["executable"])' > target/gpu_parity.path
+  cargo build --workspace --release --features hydrant/cuda --example gpu_bench --bin hydrant
+  mkdir -p "$out"
+  cp "$(cat target/gpu_parity.path)" "$out/gpu_parity"
+  cp target/release/examples/gpu_bench target/release/hydrant "$out/"
+  strip --strip-all "$out"/*
+  tar -cJf target/gpu-check.tar.xz -C target gpu-check
+  ls -la "$out" target/gpu-check.tar.xz
+  echo "carry: target/gpu-check.tar.xz (the GPU run unpacks it into $out)"
+  exit 0
+fi
+
+if [[ ! -x $out/gpu_parity ]]; then
+  tar -xJf target/gpu-check.tar.xz -C target || { echo "no $out and no target/gpu-check.tar.xz: build with --build"; exit 2; }
+fi
+
+status=0
+begin=$(date +%s)
+section() { echo; echo "== $* ($(( $(date +%s) - begin )) s)"; }
+
+section "machine"
+nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader || true
+command -v nvcc >/dev/null && nvcc --version | tail -2
+
+# NVRTC, cuBLAS and the CUDA headers: a CUDA install, else the NVIDIA wheels PyTorch brings.
+wheel_dir=$(python3 - <<'PY' 2>/dev/null
+import importlib.util, os
+for mod in ("nvidia.cu13", "nvidia.cuda_nvrtc", "nvidia"):
+    try:
+        spec = importlib.util.find_spec(mod)
+    except ModuleNotFoundError:
+        continue
+    if spec and spec.submodule_search_locations:
+        print(list(spec.submodule_search_locations)[0]); break
+PY
+)
+libs=()
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/lib/x86_64-linux-gnu; do
+  [[ -d $d ]] && libs+=("$d")
+done
+if [[ -n $wheel_dir ]]; then
+  while IFS= read -r d; do libs+=("$d"); done < <(find "$wheel_dir" -name 'libnvrtc.so*' -o -name 'libcublas.so*' 2>/dev/null | xargs -r -n1 dirname | sort -u)
+fi
+LD_LIBRARY_PATH=$(IFS=:; echo "${libs[*]}")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export LD_LIBRARY_PATH
+if [[ -z ${HYDRANT_CUDA_INCLUDE:-} ]]; then
+  for d in /usr/local/cuda/include $(find "${wheel_dir:-/nonexistent}" -name cuda_fp16.h 2>/dev/null | xargs -r -n1 dirname); do
+    [[ -f $d/cuda_fp16.h ]] && { export HYDRANT_CUDA_INCLUDE=$d; break; }
+  done
+fi
+echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+echo "HYDRANT_CUDA_INCLUDE=${HYDRANT_CUDA_INCLUDE:-<not found>}"
+for l in libcuda.so.1 libnvrtc.so.13 libcublas.so.13; do
+  python3 -c "import ctypes,sys; ctypes.CDLL(sys.argv[1])" "$l" 2>/dev/null && echo "$l: loads" || echo "$l: MISSING"
+done
+export HYDRANT_FIXTURES=$PWD/tests/fixtures
+
+section "device selection"
+"$out/hydrant" inspect tests/fixtures/hydranet.onnx | tail -1
+"$out/hydrant" inspect tests/fixtures/hydranet.onnx --device cuda | tail -1 || status=1
+"$out/hydrant" inspect tests/fixtures/hydranet.onnx --device cuda:99 2>&1 | tail -1
+
+section "parity"
+timeout 240 "$out/gpu_parity" --test-threads=1 --nocapture || { echo "PARITY FAILED"; status=1; }
+
+section "compute-sanitizer"
+if command -v compute-sanitizer >/dev/null; then
+  timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 "$out/gpu_parity" --test-threads=1 \
+    convolutions gemm_pooling cross_entropy || { echo "SANITIZER FAILED"; status=1; }
+else
+  echo "compute-sanitizer not installed: skipped"
+fi
+
+section "benchmark against PyTorch eager"
+models=$(mktemp -d)
+if timeout 120 python3 bench/peer_torch_gpu.py --export "$models"; then
+  timeout 150 "$out/gpu_bench" "$models"/*.onnx --batch 1,64 --storage f32,f16 --iters 30 \
+    | tee "$models/hydrant.txt"
+  timeout 150 python3 bench/peer_torch_gpu.py --compare "$models/hydrant.txt" --iters 30
+else
+  echo "benchmark skipped: the peer script could not build the models (torchvision?)"
+fi
+
+section "done: status $status"
+exit $status
