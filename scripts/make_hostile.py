@@ -227,6 +227,9 @@ ONNX_REASONS = {
     "duplicate_output": "produced by both",
     "absurd_rank": "rank",
     "over_budget": "memory limit",
+    "duplicate_initializer": "initializer `w` is listed twice",
+    "duplicate_input": "graph input `x` is listed twice",
+    "writes_its_input": "which is a graph input",
 }
 
 
@@ -250,6 +253,17 @@ def main():
             helper.make_node("Sigmoid", ["x"], ["y"], name="two"),
         ]),
         "absurd_rank": add_w(raw("w", [1] * 40, 4)),
+        "duplicate_initializer": model(
+            [helper.make_node("Add", ["x", "w"], ["y"], name="add")],
+            [numpy_helper.from_array(np.ones(4, np.float32), "w"),
+             numpy_helper.from_array(np.zeros(4, np.float32), "w")]),
+        "duplicate_input": model(
+            [helper.make_node("Add", ["x", "x"], ["y"], name="add")],
+            inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])] * 2),
+        "writes_its_input": model([
+            helper.make_node("Relu", ["x"], ["x"], name="loop"),
+            helper.make_node("Relu", ["x"], ["y"], name="out"),
+        ]),
         # Consistent, but 64 KiB of weights: over the 32 KiB budget the test loads with.
         "over_budget": add_w(numpy_helper.from_array(np.zeros((16, 1024), np.float32), "w")),
     }
