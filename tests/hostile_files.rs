@@ -256,3 +256,33 @@ fn external_data_through_a_symlink_leaving_the_folder_is_refused() {
     let err = guarded("symlinked external data", || load_path(&path)).expect("refused");
     assert!(err.contains("outside the model's folder") || cfg!(not(unix)), "{err}");
 }
+
+#[test]
+fn non_finite_optimizer_state_is_refused() {
+    use hydrant::train::{Head, Init, OptimizerSpec};
+    use hydrant::{HeadSpec, Labels, LayerSpec, Tensor, TrainOptions, Trainer};
+    let layers = vec![LayerSpec::Linear { in_features: 3, out_features: 2, bias: true }];
+    let spec = HeadSpec::new("h", "x", layers, hydrant::TaskSpec::from_loss_name("mse", 2).ok());
+    let options = TrainOptions {
+        optimizer: OptimizerSpec::adamw(0.0),
+        validation_fraction: 0.0,
+        threads: 1,
+        ..TrainOptions::default()
+    };
+    let mut trainer =
+        Trainer::new(vec![Head::init(spec, Init::PyTorch, 1).unwrap()], options).unwrap();
+    let x = Tensor::new(&[4, 3], (0..12).map(|i| i as f32 / 7.0).collect()).unwrap();
+    let y = Tensor::new(&[4, 2], (0..8).map(|i| i as f32 / 5.0).collect()).unwrap();
+    trainer.add_features(&[("x", &x)], &[("h", Labels::new(y))]).unwrap();
+    trainer.fit(Some(1), |_| std::ops::ControlFlow::Continue(())).unwrap();
+    let mut bytes = trainer.head_set(true).unwrap().to_bytes().unwrap();
+    assert!(HeadSet::from_bytes(&bytes).unwrap().optimizer.is_some());
+    // Poison the first value of the first moment of the weight.
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let name = "hydrant.optimizer.h.0.weight.first";
+    let at = 8 + n + header[name]["data_offsets"][0].as_u64().unwrap() as usize;
+    bytes[at..at + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    let err = HeadSet::from_bytes(&bytes).unwrap_err().to_string();
+    assert!(err.contains("`h.0.weight.first` has a non-finite value at element 0"), "{err}");
+}

@@ -333,7 +333,13 @@ fn read_optimizer(
                             t.len()
                         )));
                     }
-                    *dst = t.into_vec::<f32>().map_err(|e| bad(e.to_string()))?;
+                    let v = t.into_vec::<f32>().map_err(|e| bad(e.to_string()))?;
+                    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                        return Err(bad(format!(
+                            "state `{head}.{p}.{kind}` has a non-finite value at element {i}"
+                        )));
+                    }
+                    *dst = v;
                 }
             }
             optimizer.slots.push(slot);
