@@ -286,3 +286,29 @@ fn non_finite_optimizer_state_is_refused() {
     let err = HeadSet::from_bytes(&bytes).unwrap_err().to_string();
     assert!(err.contains("`h.0.weight.first` has a non-finite value at element 0"), "{err}");
 }
+
+#[test]
+fn heads_reading_what_the_trunk_lacks_or_misfit_it_are_refused_when_attached() {
+    use hydrant::train::{Head, Init};
+    use hydrant::HeadSpec;
+    let model = Model::load(fixture("digits.onnx"), LoadOptions::new().threads(1)).unwrap();
+    let before = model.head_names();
+    let linear = |input: &str, width: usize| {
+        let layers = vec![
+            hydrant::LayerSpec::Flatten,
+            hydrant::LayerSpec::Linear { in_features: width, out_features: 2, bias: true },
+        ];
+        Head::init(HeadSpec::new("extra", input, layers, None), Init::PyTorch, 0).unwrap()
+    };
+    let ghost = HeadSet::new(vec![linear("ghost_tensor", 64)]);
+    let err = model.set_heads(&ghost).unwrap_err().to_string();
+    assert!(err.contains("ghost_tensor"), "{err}");
+    let misfit = linear("/trunk/trunk.8/Relu_output_0", 63);
+    let err = model.add_head(&misfit).unwrap_err().to_string();
+    assert!(err.contains("does not fit"), "{err}");
+    // All or nothing: a set with one good and one bad head changes nothing.
+    let good = linear("/trunk/trunk.8/Relu_output_0", 64).renamed("good");
+    let err = model.set_heads(&HeadSet::new(vec![good, misfit])).unwrap_err().to_string();
+    assert!(err.contains("does not fit"), "{err}");
+    assert_eq!(model.head_names(), before);
+}
