@@ -89,6 +89,9 @@ fn crafted_models_are_refused_with_a_reason() {
         ("hostile/duplicate_output.onnx", "produced by both"),
         ("hostile/absurd_rank.onnx", "rank"),
         ("hostile/over_budget.onnx", "memory limit"),
+        ("hostile/duplicate_initializer.onnx", "initializer `w` is listed twice"),
+        ("hostile/duplicate_input.onnx", "graph input `x` is listed twice"),
+        ("hostile/writes_its_input.onnx", "which is a graph input"),
     ] {
         let path = fixture(file);
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{file}: {e}"));

@@ -5,12 +5,14 @@
 //! architecture is JSON in the header's `__metadata__` under `hydrant.heads`; optional optimizer
 //! state sits beside it (`hydrant.optimizer`, tensors `hydrant.optimizer.<head>.<layer>.<param>.<slot>`).
 //!
-//! Everything read is untrusted: the file size is bounded before reading, safetensors checks that
-//! offsets are in range, contiguous and cover the data exactly, and every tensor is checked
-//! against the layer that owns it.
+//! Everything read is untrusted: the file size is bounded before reading, the raw header is
+//! checked (bounded length, offsets in range, tiling the data exactly, shapes agreeing with byte
+//! counts; [`crate::safetensors_check`]) before the safetensors crate parses it again, and every
+//! tensor is checked against the layer that owns it.
 
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
+use crate::safetensors_check::{self, SafetensorsLimits};
 use crate::tensor::{DType, Tensor, TensorData};
 use crate::train::optim::{Optimizer, OptimizerSpec, SlotState};
 use crate::train::trunk::{Trunk, TrunkSpec, TRUNK_PREFIX};
@@ -89,25 +91,39 @@ impl HeadSet {
         HeadSet::load_limited(path.as_ref(), DEFAULT_MAX_FILE_BYTES)
     }
 
-    /// Reads a head file of at most `max_bytes`.
+    /// Reads a head file of at most `max_bytes` (other limits at their defaults).
     pub fn load_limited(path: &Path, max_bytes: u64) -> Result<HeadSet> {
+        let limits =
+            SafetensorsLimits { max_file_bytes: max_bytes, ..SafetensorsLimits::default() };
+        HeadSet::load_with(path, &limits)
+    }
+
+    /// Reads a head file under `limits` (the file size is checked before it is read).
+    pub fn load_with(path: &Path, limits: &SafetensorsLimits) -> Result<HeadSet> {
         let size = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
-        if size > max_bytes {
+        if size > limits.max_file_bytes {
             return Err(Error::InvalidModel(format!(
-                "{}: {size} bytes exceeds the limit of {max_bytes}",
-                path.display()
+                "{}: {size} bytes exceeds the limit of {}",
+                path.display(),
+                limits.max_file_bytes
             )));
         }
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        HeadSet::from_bytes(&bytes).map_err(|e| match e {
+        HeadSet::from_bytes_with(&bytes, limits).map_err(|e| match e {
             Error::InvalidModel(m) => Error::InvalidModel(format!("{}: {m}", path.display())),
             e => e,
         })
     }
 
-    /// Parses head-file bytes.
+    /// Parses head-file bytes (default [`SafetensorsLimits`]).
     pub fn from_bytes(bytes: &[u8]) -> Result<HeadSet> {
+        HeadSet::from_bytes_with(bytes, &SafetensorsLimits::default())
+    }
+
+    /// Parses head-file bytes under `limits`.
+    pub fn from_bytes_with(bytes: &[u8], limits: &SafetensorsLimits) -> Result<HeadSet> {
         let bad = |m: String| Error::InvalidModel(m);
+        safetensors_check::check(bytes, limits)?;
         let (_, meta) = SafeTensors::read_metadata(bytes)
             .map_err(|e| bad(format!("not a valid safetensors file ({e})")))?;
         let st = SafeTensors::deserialize(bytes)
@@ -317,7 +333,13 @@ fn read_optimizer(
                             t.len()
                         )));
                     }
-                    *dst = t.into_vec::<f32>().map_err(|e| bad(e.to_string()))?;
+                    let v = t.into_vec::<f32>().map_err(|e| bad(e.to_string()))?;
+                    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                        return Err(bad(format!(
+                            "state `{head}.{p}.{kind}` has a non-finite value at element {i}"
+                        )));
+                    }
+                    *dst = v;
                 }
             }
             optimizer.slots.push(slot);

@@ -23,6 +23,7 @@ pub mod graph;
 pub mod heads;
 pub mod model;
 pub mod npy;
+pub mod safetensors_check;
 pub mod tensor;
 pub mod train;
 
@@ -32,5 +33,6 @@ pub use graph::{Dim, Split, TensorSpec};
 pub use heads::HeadSet;
 pub use model::{Device, Features, LoadOptions, Model, Outputs, PartStats, Summary};
 pub use npy::{read_npy, write_npy};
+pub use safetensors_check::SafetensorsLimits;
 pub use tensor::{DType, Tensor, TensorData};
 pub use train::{Head, HeadSpec, Labels, LayerSpec, TaskSpec, TrainOptions, Trainer};

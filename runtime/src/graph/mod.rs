@@ -2,7 +2,7 @@
 //! trunk and head segments ([`split`]).
 
 pub(crate) mod build;
-mod limits;
+pub(crate) mod limits;
 mod onnx;
 pub mod split;
 

@@ -111,8 +111,24 @@ impl OnnxGraph {
         model_dir: Option<PathBuf>,
     ) -> Result<OnnxGraph> {
         let graph = proto.graph.as_mut().ok_or_else(|| Error::InvalidModel("no graph".into()))?;
-        let initializers: HashSet<String> =
-            graph.initializer.iter().map(|t| t.name.clone()).collect();
+        let mut initializers: HashSet<String> = HashSet::new();
+        for t in &graph.initializer {
+            if !initializers.insert(t.name.clone()) {
+                return Err(Error::InvalidModel(format!(
+                    "initializer `{}` is listed twice",
+                    t.name
+                )));
+            }
+        }
+        let mut input_names: HashSet<&str> = HashSet::new();
+        for i in graph.input.iter().filter(|i| !initializers.contains(&i.name)) {
+            if !input_names.insert(&i.name) {
+                return Err(Error::InvalidModel(format!(
+                    "graph input `{}` is listed twice",
+                    i.name
+                )));
+            }
+        }
         let inputs = graph
             .input
             .iter()

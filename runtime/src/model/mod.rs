@@ -114,7 +114,11 @@ impl Model {
         if set.heads.is_empty() {
             return Err(Error::InvalidModel("the file holds a trunk but no heads".into()));
         }
+        check_budget(trunk, options.byte_budget())?;
         let proto = crate::graph::build::model_from_parts(trunk, &set.heads)?;
+        if let Some(g) = proto.graph.as_ref() {
+            crate::graph::limits::check_model(g, None, options.byte_budget())?;
+        }
         if options.cut_points.is_empty() {
             let mut cuts: Vec<String> = Vec::new();
             for h in &set.heads {
@@ -677,6 +681,19 @@ fn head_values(layout: &Layout, features: &Env, heads: &[usize]) -> Result<Vec<(
     Ok(out)
 }
 
+/// Checks that one sample's trunk tensors (f32) each fit the memory budget, so that a file
+/// declaring absurd activation sizes is refused when loaded, not when run.
+fn check_budget(trunk: &crate::train::trunk::Trunk, budget: u64) -> Result<()> {
+    for (name, shape) in trunk.shapes()? {
+        let bytes = shape.iter().product::<usize>() as u64 * 4;
+        if bytes > budget {
+            return Err(Error::InvalidModel(format!(
+                "trunk tensor `{name}` of shape {shape:?} needs {bytes} bytes per sample, over the memory limit of {budget}"
+            )));
+        }
+    }
+    Ok(())
+}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,9 @@ use crate::tensor::{Tensor, MAX_RANK};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// Most elements one sample's tensor may have anywhere in a trunk (2³⁰: 4 GiB of f32).
+pub const MAX_SAMPLE_ELEMENTS: usize = 1 << 30;
+
 /// Prefix of the trunk's tensor names.
 pub const TRUNK_PREFIX: &str = "trunk.";
 
@@ -200,6 +203,7 @@ impl Trunk {
     pub fn shapes(&self) -> Result<Vec<(String, Vec<usize>)>> {
         let mut shape: Vec<usize> =
             std::iter::once(1).chain(self.spec.input_shape.iter().copied()).collect();
+        bounded(&shape, "the input")?;
         let mut out = vec![(self.spec.input.clone(), shape[1..].to_vec())];
         let through = |list: &[LayerSpec], shape: &[usize], i: usize| -> Result<Vec<usize>> {
             let mut s = shape.to_vec();
@@ -207,6 +211,7 @@ impl Trunk {
                 s = layers::build::<f32>(l)?
                     .output_shape(&s)
                     .map_err(|e| Error::InvalidModel(format!("trunk layer {i}: {e}")))?;
+                bounded(&s, &format!("layer {i}"))?;
             }
             Ok(s)
         };
@@ -227,5 +232,17 @@ impl Trunk {
             out.push((self.spec.tensor_name(i), shape[1..].to_vec()));
         }
         Ok(out)
+    }
+}
+
+/// Checks that one sample of `shape` (batch first) has at most [`MAX_SAMPLE_ELEMENTS`], so that
+/// the next layer's shape arithmetic cannot overflow.
+fn bounded(shape: &[usize], what: &str) -> Result<()> {
+    let count = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    match count {
+        Some(n) if n <= MAX_SAMPLE_ELEMENTS => Ok(()),
+        _ => Err(Error::InvalidModel(format!(
+            "trunk: {what} gives shape {shape:?}, more than {MAX_SAMPLE_ELEMENTS} elements per sample"
+        ))),
     }
 }
