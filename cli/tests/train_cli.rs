@@ -463,3 +463,30 @@ fn whole_safetensors_models_load_by_extension() {
     assert_eq!(names, model.head_names());
     assert!(v["heads"].as_array().unwrap().iter().all(|h| h["trainable"] == true));
 }
+
+#[test]
+fn demo_shows_a_new_task_learned_better_on_trunk_features_than_on_pixels() {
+    let out = hydrant(&["demo", "--threads", "1"]);
+    let text = succeeded(&out);
+    let accuracy = |start: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(start))
+            .unwrap_or_else(|| panic!("no `{start}` line:\n{text}"));
+        line.split_whitespace().rev().nth(2).unwrap().parse().unwrap()
+    };
+    let (trunk, pixels) = (accuracy("trunk features ("), accuracy("raw pixels ("));
+    assert!(trunk > 0.9, "prime on trunk features: {trunk}");
+    assert!(trunk > pixels, "trunk features {trunk} vs raw pixels {pixels}");
+    // The added head runs inside the model, beside the file's heads, on held-out images.
+    let meta = hydrant_tests::json("digits_meta.json");
+    let n_train = meta["train"].as_u64().unwrap() as usize;
+    let labels = npy("digits_labels.npy").into_vec::<i64>().unwrap();
+    let row = |name: &str| -> Vec<i64> {
+        let line = text.lines().find(|l| l.trim_start().starts_with(name)).unwrap();
+        line.split_whitespace().skip(2).map(|v| v.parse().unwrap()).collect()
+    };
+    assert_eq!(row("true digit"), labels[n_train..n_train + 8]);
+    assert_eq!(row("head prime").len(), 8);
+    assert!(row("head prime").iter().all(|&p| p == 0 || p == 1));
+}
