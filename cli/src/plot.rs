@@ -90,7 +90,8 @@ fn draw(
 }
 
 /// One panel: a frame, horizontal grid lines, the training and validation lines, and the
-/// title with the value range (top to bottom) in the top-left corner.
+/// title with the value range (top to bottom) in the top-left corner, the legend top right, the
+/// epoch range bottom right.
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     title: &str,
@@ -126,6 +127,13 @@ where
     }
     let label = format!("{title}  {} - {}", short(hi - pad), short(lo + pad));
     crate::plot_font::text(area, (18, 2), &label, &BLACK)?;
+    let (width, height) = area.dim_in_pixel();
+    let right = width as i32 - 14;
+    crate::plot_font::text(area, (right - 4 * 2 * 10, 2), "TRAIN", &TRAIN)?;
+    crate::plot_font::text(area, (right - 4 * 2 * 3, 2), "VAL", &VALIDATION)?;
+    let epochs = format!("EPOCH 1-{x_max:.0}");
+    let at = (right - 4 * 2 * epochs.len() as i32, height as i32 - 12);
+    crate::plot_font::text(area, at, &epochs, &BLACK)?;
     Ok(())
 }
 
