@@ -427,6 +427,14 @@ fn bad_input_fails_with_one_clear_line() {
     assert_clean_failure(&run(base(&["--labels", &y, "--loss", "hinge"])), "loss `hinge`");
     assert_clean_failure(&run(base(&["--labels", &y, "--name", "nope"])), "unknown head `nope`");
     assert_clean_failure(&run(base(&["--labels", &y, "--optimizer", "lbfgs"])), "--optimizer");
+    let seg = path("train/parity_seg_features.npy");
+    let new = ["train-head", "--new", "linear:3", "--name", "n", "--features", &seg];
+    let new: Vec<String> = new
+        .iter()
+        .chain(&["--labels", &y, "--out", "/nonexistent/x"])
+        .map(|s| s.to_string())
+        .collect();
+    assert_clean_failure(&run(new), "linear needs flat features");
     let dir = scratch("bad");
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -448,6 +456,24 @@ fn bad_input_fails_with_one_clear_line() {
         .unwrap();
     assert_clean_failure(&finetune("nope"), "unknown head `nope`");
     assert_clean_failure(&finetune("parity"), "parity.npy");
+    hydrant::write_npy(data.join("parity.npy"), &Tensor::new(&[8], vec![1i64; 8]).unwrap())
+        .unwrap();
+    let args: Vec<String> =
+        ["finetune", &path("digits.onnx"), "--data", s(&data), "--out", s(&out)]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    let with = |extra: &[&str]| -> Output {
+        let mut a = args.clone();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        run(a)
+    };
+    assert_clean_failure(&with(&["--loss", "parity=mse"]), "float32 labels");
+    assert_clean_failure(&with(&["--weighting", "uncertainty", "--weights", "1"]), "--weights");
+    assert_clean_failure(&with(&["--alternate", "sometimes"]), "--alternate sometimes");
+    succeeded(&with(&["--epochs", "1", "--quiet"]));
+    assert!(out.exists());
+    std::fs::remove_file(&out).unwrap();
     assert!(!out.exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
