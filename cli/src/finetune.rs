@@ -81,7 +81,7 @@ pub fn main(args: Args) -> Result<()> {
     let start = std::time::Instant::now();
     let named: Vec<(&str, Labels)> =
         names.iter().map(String::as_str).zip(labels.iter().cloned()).collect();
-    trainer.add_samples(&model, &bound, &named, args.chunk)?;
+    add_samples(&mut trainer, &model, &bound, &named, args.chunk, args.train.quiet)?;
     println!(
         "features of {} samples ({}) computed once in {:.2} s, cached in {}",
         trainer.samples(),
@@ -107,6 +107,49 @@ pub fn main(args: Args) -> Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// [`Trainer::add_samples`] in chunks of `chunk` samples, with a progress bar.
+fn add_samples(
+    trainer: &mut Trainer,
+    model: &Model,
+    inputs: &[(&str, &Tensor)],
+    labels: &[(&str, Labels)],
+    chunk: usize,
+    quiet: bool,
+) -> Result<()> {
+    let n = inputs.first().map_or(0, |(_, t)| t.shape().first().copied().unwrap_or(0));
+    for (h, l) in labels {
+        if l.rows() != n {
+            return Err(Error::BadTensor(format!(
+                "labels of head `{h}` have {} rows for {n} input samples",
+                l.rows()
+            )));
+        }
+    }
+    let chunk = chunk.max(1);
+    let bar = crate::training::progress_bar(n, quiet, "{bar:30} features {pos}/{len} [{elapsed}]")?;
+    for start in (0..n).step_by(chunk) {
+        let end = (start + chunk).min(n);
+        let part: Vec<(&str, Tensor)> = inputs
+            .iter()
+            .map(|(k, t)| Ok((*k, t.slice_rows(start, end)?)))
+            .collect::<Result<_>>()?;
+        let part: Vec<(&str, &Tensor)> = part.iter().map(|(k, t)| (*k, t)).collect();
+        let mut part_labels = Vec::with_capacity(labels.len());
+        for (h, l) in labels {
+            let values = l.values().slice_rows(start, end)?;
+            let l = match l.mask() {
+                Some(m) => Labels::masked(values, m[start..end].to_vec())?,
+                None => Labels::new(values),
+            };
+            part_labels.push((*h, l));
+        }
+        trainer.add_samples(model, &part, &part_labels, chunk)?;
+        bar.set_position(end as u64);
+    }
+    bar.finish_and_clear();
     Ok(())
 }
 

@@ -125,15 +125,7 @@ pub fn fit(
     quiet: bool,
     plot: Option<&std::path::Path>,
 ) -> Result<Vec<EpochReport>> {
-    let bar = if quiet || !std::io::stderr().is_terminal() {
-        ProgressBar::hidden()
-    } else {
-        let bar = ProgressBar::with_draw_target(Some(epochs as u64), ProgressDrawTarget::stderr());
-        let style = ProgressStyle::with_template("{bar:30} epoch {pos}/{len} {msg} [{elapsed}]")
-            .map_err(|e| Error::InvalidArgument(format!("progress bar: {e}")))?;
-        bar.set_style(style);
-        bar
-    };
+    let bar = progress_bar(epochs, quiet, "{bar:30} epoch {pos}/{len} {msg} [{elapsed}]")?;
     let reports = trainer.fit(Some(epochs), |r| {
         bar.suspend(|| print!("{}", epoch_lines(r, epochs)));
         if let Some(m) = r.validation.first().or(r.train.first()) {
@@ -152,6 +144,19 @@ pub fn fit(
         println!("curves -> {}", path.display());
     }
     Ok(reports)
+}
+
+/// A progress bar of `len` steps drawn on stderr with `template`, hidden when stderr is not a
+/// terminal or `quiet` is set.
+pub fn progress_bar(len: usize, quiet: bool, template: &str) -> Result<ProgressBar> {
+    if quiet || !std::io::stderr().is_terminal() {
+        return Ok(ProgressBar::hidden());
+    }
+    let bar = ProgressBar::with_draw_target(Some(len as u64), ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template(template)
+        .map_err(|e| Error::InvalidArgument(format!("progress bar: {e}")))?;
+    bar.set_style(style);
+    Ok(bar)
 }
 
 /// The metric lines of one epoch: a header, then per head its training and validation metrics.

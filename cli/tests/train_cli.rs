@@ -469,6 +469,10 @@ fn bad_input_fails_with_one_clear_line() {
         run(a)
     };
     assert_clean_failure(&with(&["--loss", "parity=mse"]), "float32 labels");
+    let nine = Tensor::new(&[9], vec![1i64; 9]).unwrap();
+    hydrant::write_npy(data.join("parity.npy"), &nine).unwrap();
+    assert_clean_failure(&with(&[]), "9 rows for 8 input samples");
+    hydrant::write_npy(data.join("parity.npy"), &nine.slice_rows(0, 8).unwrap()).unwrap();
     assert_clean_failure(&with(&["--weighting", "uncertainty", "--weights", "1"]), "--weights");
     assert_clean_failure(&with(&["--alternate", "sometimes"]), "--alternate sometimes");
     succeeded(&with(&["--epochs", "1", "--quiet"]));
