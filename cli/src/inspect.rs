@@ -52,12 +52,20 @@ pub fn report(model: &Model) -> Value {
             json!({"heads": heads, "nodes": s.nodes.len()})
         })
         .collect();
+    let trainability = model.trainability();
     let heads: Vec<Value> = split
         .heads
         .iter()
         .zip(&summary.heads)
         .map(|(h, s)| {
+            let why = trainability.iter().find(|(n, _)| *n == h.name).map(|(_, r)| match r {
+                Ok(_) => Value::Null,
+                Err(e) => json!(e.to_string()),
+            });
+            let why = why.unwrap_or_else(|| json!("unknown head"));
             json!({
+                "trainable": why.is_null(),
+                "not_trainable_because": why,
                 "name": h.name,
                 "outputs": h.outputs,
                 "inputs": h.cut_points,
@@ -125,13 +133,17 @@ pub fn text(r: &Value) -> String {
             v.join(", ")
         };
         out += &format!(
-            "  {}: {} node(s), {}, {}\n    outputs: {}\n    reads:   {}\n",
+            "  {}: {} node(s), {}, {}\n    outputs: {}\n    reads:   {}\n    trainable: {}\n",
             h["name"].as_str().unwrap_or(""),
             h["nodes"],
             params(&h["params"]),
             flops(&h["flops"]),
             list("outputs"),
             list("inputs"),
+            match h["not_trainable_because"].as_str() {
+                Some(why) => format!("no ({why})"),
+                None => "yes".into(),
+            },
         );
     }
     out += &format!("device: {}, {} thread(s)\n", r["device"].as_str().unwrap_or(""), r["threads"]);

@@ -1,4 +1,4 @@
-//! `hydrant`: inspect, run and benchmark multi-task models from the command line.
+//! `hydrant`: inspect, run, benchmark and fine-tune multi-task models from the command line.
 //!
 //! Every failure prints one line on stderr and exits with status 2.
 
@@ -6,8 +6,15 @@ mod bench;
 mod bench_ops;
 mod bench_train;
 mod demo;
+mod export_heads;
+mod finetune;
 mod inspect;
+mod layers;
+mod plot;
+mod plot_font;
 mod run;
+mod train_head;
+mod training;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -37,6 +44,12 @@ enum Command {
     BenchTrain(bench_train::Args),
     /// Run the built-in demo: a multi-task model on scikit-learn's handwritten digits.
     Demo(demo::Args),
+    /// Train one head on stored features (.npy) and write it as a head file.
+    TrainHead(train_head::Args),
+    /// Fine-tune a model's heads from inputs and labels in a folder (trunk frozen).
+    Finetune(finetune::Args),
+    /// Write every trainable head of a model as a head file.
+    ExportHeads(export_heads::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +61,9 @@ fn main() -> ExitCode {
         Command::BenchOps(a) => bench_ops::main(a),
         Command::BenchTrain(a) => bench_train::main(a),
         Command::Demo(a) => demo::main(a),
+        Command::TrainHead(a) => train_head::main(a),
+        Command::Finetune(a) => finetune::main(a),
+        Command::ExportHeads(a) => export_heads::main(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -61,8 +77,12 @@ fn main() -> ExitCode {
 /// Options shared by the commands that load a model.
 #[derive(clap::Args, Clone)]
 pub struct ModelArgs {
-    /// The model file (ONNX).
+    /// The model file: ONNX, or a whole model in one `.safetensors` file (trunk and heads).
     pub model: std::path::PathBuf,
+    /// A head file (.safetensors) whose heads replace the model's heads of the same name or are
+    /// added.
+    #[arg(long)]
+    pub heads_file: Option<std::path::PathBuf>,
     /// Trunk tensors to cut at (comma-separated); everything downstream becomes head(s).
     #[arg(long, value_delimiter = ',')]
     pub cut: Vec<String>,
@@ -85,7 +105,16 @@ impl ModelArgs {
         if let Some(d) = device {
             options = options.device(d.parse()?);
         }
-        hydrant::Model::load(&self.model, options)
+        let whole = self.model.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+        let model = if whole {
+            hydrant::Model::load_safetensors(&self.model, options)?
+        } else {
+            hydrant::Model::load(&self.model, options)?
+        };
+        if let Some(file) = &self.heads_file {
+            model.set_heads(&hydrant::HeadSet::load(file)?)?;
+        }
+        Ok(model)
     }
 }
 

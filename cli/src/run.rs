@@ -51,6 +51,6 @@ pub fn main(args: Args) -> hydrant::Result<()> {
 }
 
 /// An output name made safe as a file name (path separators replaced).
-fn file_name(name: &str) -> String {
+pub fn file_name(name: &str) -> String {
     name.chars().map(|c| if matches!(c, '/' | '\\' | '\0') { '_' } else { c }).collect()
 }
