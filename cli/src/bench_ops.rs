@@ -1,5 +1,5 @@
 //! `hydrant bench-ops`: hydrant's own CPU ops against tract's on the convolutions of
-//! ResNet-18 (224×224), timed side by side (interleaved runs, medians).
+//! ResNet-18 and MobileNet-V2 (224×224), timed side by side (interleaved runs, medians).
 
 use hydrant::backend::cpu_ops::probe::{with_threads, ConvCase, Pair};
 use hydrant::backend::cpu_ops::Isa;
@@ -21,6 +21,9 @@ pub struct Args {
     /// Time every available kernel ISA, not only the best.
     #[arg(long)]
     all_isas: bool,
+    /// Only the cases whose name contains this text (e.g. `mb`, `dw`, `layer1`).
+    #[arg(long)]
+    only: Option<String>,
 }
 
 /// ResNet-18's convolutions at 224×224 input, with the fusions they have: stride-2 ones
@@ -35,6 +38,8 @@ fn cases() -> Vec<(&'static str, ConvCase)> {
         pads: [1; 4],
         residual,
         relu: true,
+        relu6: false,
+        depthwise: false,
     };
     let strided = |cin: usize, cout: usize, hw: usize, kernel: usize| ConvCase {
         cin,
@@ -45,6 +50,8 @@ fn cases() -> Vec<(&'static str, ConvCase)> {
         pads: [kernel / 2; 4],
         residual: false,
         relu: true,
+        relu6: false,
+        depthwise: false,
     };
     vec![
         ("stem 7x7/2 conv+relu", strided(3, 64, 224, 7)),
@@ -55,6 +62,51 @@ fn cases() -> Vec<(&'static str, ConvCase)> {
         ("layer2 conv+add+relu", c(128, 28, true)),
         ("layer3 conv+add+relu", c(256, 14, true)),
         ("layer4 conv+add+relu", c(512, 7, true)),
+    ]
+}
+
+/// MobileNet-V2's depthwise and pointwise convolutions at 224×224 input, with their fusions
+/// (ReLU6 after depthwise and expanding 1×1 convolutions, the residual after projecting ones).
+fn mobilenet_cases() -> Vec<(&'static str, ConvCase)> {
+    let dw = |ch: usize, hw: usize, stride: usize| ConvCase {
+        cin: ch,
+        cout: ch,
+        hw: (hw, hw),
+        kernel: 3,
+        stride,
+        pads: [1; 4],
+        residual: false,
+        relu: true,
+        relu6: true,
+        depthwise: true,
+    };
+    let pw = |cin: usize, cout: usize, hw: usize, residual: bool| ConvCase {
+        cin,
+        cout,
+        hw: (hw, hw),
+        kernel: 1,
+        stride: 1,
+        pads: [0; 4],
+        residual,
+        relu: !residual && cin < cout,
+        relu6: !residual && cin < cout,
+        depthwise: false,
+    };
+    vec![
+        ("mb dw32 112/1 relu6", dw(32, 112, 1)),
+        ("mb dw96 112/2 relu6", dw(96, 112, 2)),
+        ("mb dw144 56/1 relu6", dw(144, 56, 1)),
+        ("mb dw192 28/1 relu6", dw(192, 28, 1)),
+        ("mb dw576 14/1 relu6", dw(576, 14, 1)),
+        ("mb dw960 7/1 relu6", dw(960, 7, 1)),
+        ("mb pw16>96 112 relu6", pw(16, 96, 112, false)),
+        ("mb pw24>144 56 relu6", pw(24, 144, 56, false)),
+        ("mb pw144>24 56 add", pw(144, 24, 56, true)),
+        ("mb pw192>32 28 add", pw(192, 32, 28, true)),
+        ("mb pw64>384 14 relu6", pw(64, 384, 14, false)),
+        ("mb pw576>96 14 add", pw(576, 96, 14, true)),
+        ("mb pw960>160 7 add", pw(960, 160, 7, true)),
+        ("mb pw320>1280 7 relu6", pw(320, 1280, 7, false)),
     ]
 }
 
@@ -69,7 +121,7 @@ pub fn main(args: Args) -> hydrant::Result<()> {
         args.threads, args.iters
     );
     println!(
-        "{:<22} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9}",
+        "{:<24} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>9}",
         "case", "isa", "tract", "hydrant", "ratio", "tract GF", "ours GF", "rel err"
     );
     let err = |e: hydrant::backend::cpu_ops::probe::TractError| Error::Backend {
@@ -77,7 +129,10 @@ pub fn main(args: Args) -> hydrant::Result<()> {
         message: format!("{e:#}"),
     };
     with_threads(args.threads, || {
-        for (name, case) in cases() {
+        let chosen = |(name, _): &(&str, ConvCase)| {
+            args.only.as_deref().is_none_or(|only| name.contains(only))
+        };
+        for (name, case) in cases().into_iter().chain(mobilenet_cases()).filter(chosen) {
             for &isa in &isas {
                 let pair = Pair::new(&case, 1, isa).map_err(err)?;
                 if pair.replaced != 1 {
@@ -89,7 +144,7 @@ pub fn main(args: Args) -> hydrant::Result<()> {
                 let (t, o) = pair.time(args.iters, args.cpu_time).map_err(err)?;
                 let gf = |ms: f64| 2.0 * case.macs() as f64 / ms / 1e6;
                 println!(
-                    "{name:<22} {:>8} {t:>9.3} {o:>9.3} {:>7.2}x {:>9.1} {:>9.1} {rel:>9.1e}",
+                    "{name:<24} {:>8} {t:>9.3} {o:>9.3} {:>7.2}x {:>9.1} {:>9.1} {rel:>9.1e}",
                     format!("{isa:?}"),
                     o / t,
                     gf(t),

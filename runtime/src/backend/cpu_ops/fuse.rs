@@ -1,14 +1,15 @@
 //! The patching pass: finds the convolutions hydrant's ops compute better than tract and
-//! replaces them, with what they can absorb (a residual `Add`, a `Relu`), in a typed model.
-//! 1×1 convolutions are left to tract (they are plain matrix products there).
+//! replaces them, with what they can absorb (a residual `Add`, a ReLU or ReLU6), in a typed
+//! model.
 
+use super::depthwise::DepthwiseConv;
 use super::im2col_conv::{ConvShape, Im2colConv};
 use super::winograd::WinogradConv;
-use super::Isa;
+use super::{Activation, Isa};
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
-use tract_onnx::tract_core::ops::math::{Add, Max};
+use tract_onnx::tract_core::ops::math::{Add, Max, Min};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 /// Fewest input and output channels for which a convolution is worth replacing.
@@ -80,15 +81,131 @@ fn bin_op_is<B: tract_onnx::tract_core::ops::binary::BinMiniOp>(node: &TypedNode
     node.op_as::<TypedBinOp>().is_some_and(|b| b.0.is::<B>())
 }
 
-/// A patch replacing conv node `id` (and a following residual `Add` and `Relu`) by a
-/// [`WinogradConv`] (stride-1 3×3) or an [`Im2colConv`] (other kernels and strides), or `None`
-/// when the node is not eligible.
+/// The clamps that follow `outlet`, each the sole consumer of the value before it: up to two
+/// `Max` or `Min` with a scalar constant (ReLU, ReLU6 = ONNX `Clip`), each step with the clamp
+/// so far and the outlet it ends at.
+fn clamps(model: &TypedModel, mut last: OutletId) -> TractResult<Vec<(Activation, OutletId)>> {
+    let shape = model.outlet_fact(last)?.shape.clone();
+    let mut act = Activation::NONE;
+    let mut steps = vec![];
+    while steps.len() < 2 {
+        let Some((node, slot)) = sole_successor(model, last) else { break };
+        let bound = node.inputs.get(1 - slot.min(1)).and_then(|&o| konst(model, o));
+        let Some(bound) = bound.filter(|b| b.len() == 1 && node.inputs.len() == 2) else { break };
+        let bound = bound.cast_to_scalar::<f32>()?;
+        if model.outlet_fact(OutletId::new(node.id, 0))?.shape != shape || bound.is_nan() {
+            break;
+        }
+        if bin_op_is::<Max>(node) {
+            act.lo = act.lo.max(bound);
+        } else if bin_op_is::<Min>(node) {
+            act.hi = act.hi.min(bound);
+        } else {
+            break;
+        }
+        if act.lo > act.hi {
+            break;
+        }
+        last = OutletId::new(node.id, 0);
+        steps.push((act, last));
+    }
+    Ok(steps)
+}
+
+/// The longest prefix of `steps` whose clamp `accept` takes: the clamp and where it ends
+/// (`from` when none is taken).
+fn take_clamp(
+    steps: &[(Activation, OutletId)],
+    from: OutletId,
+    accept: impl Fn(Activation) -> bool,
+) -> (Activation, OutletId) {
+    steps.iter().rev().find(|(a, _)| accept(*a)).copied().unwrap_or((Activation::NONE, from))
+}
+
+/// A patch replacing depthwise conv node `id` (3×3, stride 1 or 2, with a bias) and the clamps
+/// after it by a [`DepthwiseConv`], or `None`.
+fn depthwise_patch(
+    model: &TypedModel,
+    id: usize,
+    conv: &Conv,
+    isa: Isa,
+) -> TractResult<Option<TypedModelPatch>> {
+    let node = model.node(id);
+    let spec = &conv.pool_spec;
+    let c = conv.input_channels();
+    let ones = |v: &Option<TVec<usize>>| v.as_ref().is_none_or(|v| v.iter().all(|&x| x == 1));
+    let stride = spec.strides.as_ref().map_or(1, |s| s[0]);
+    // Batch-1 convolutions come out of tract's declutter as CHW (batch axis removed).
+    let rank = match spec.data_format {
+        DataFormat::NCHW => 4,
+        DataFormat::CHW => 3,
+        _ => return Ok(None),
+    };
+    let eligible = spec.kernel_shape.as_slice() == [3, 3]
+        && ones(&spec.dilations)
+        && spec.strides.as_ref().is_none_or(|s| s.len() == 2 && s[0] == s[1])
+        && (1..=2).contains(&stride)
+        && conv.group == c
+        && conv.output_channels() == c
+        && c > 1
+        && conv.q_params.is_none()
+        && conv.kernel_fmt == KernelFormat::OIHW
+        && node.inputs.len() == 3;
+    let pads = match &spec.padding {
+        _ if !eligible => return Ok(None),
+        PaddingSpec::Valid => [0; 4],
+        PaddingSpec::Explicit(b, a) if b.len() == 2 && a.len() == 2 => [b[0], b[1], a[0], a[1]],
+        _ => return Ok(None),
+    };
+    let x = model.outlet_fact(node.inputs[0])?;
+    if pads.iter().any(|&p| p > 2)
+        || x.datum_type != f32::datum_type()
+        || x.shape.as_concrete().is_none_or(|s| s.len() != rank)
+    {
+        return Ok(None);
+    }
+    let (Some(kernel), Some(bias)) = (konst(model, node.inputs[1]), konst(model, node.inputs[2]))
+    else {
+        return Ok(None);
+    };
+    if kernel.shape() != [c, 1, 3, 3] {
+        return Ok(None);
+    }
+    let Some(bias) = bias_values(&bias, c)? else { return Ok(None) };
+    let conv_out = OutletId::new(id, 0);
+    let (act, last) = take_clamp(&clamps(model, conv_out)?, conv_out, |_| true);
+    let kernel = kernel.try_as_plain_ram()?;
+    let op = DepthwiseConv::new(kernel.as_slice::<f32>()?, Some(&bias), c, stride, pads, act, isa)?;
+    let mut patch = TypedModelPatch::default();
+    let input = patch.tap_model(model, node.inputs[0])?;
+    let wire = patch.wire_node(format!("{}.hydrant", node.name), op, &[input])?[0];
+    patch.shunt_outside(model, last, wire)?;
+    Ok(Some(patch))
+}
+
+/// A bias constant of one or `n` values, as `n` values.
+fn bias_values(bias: &Tensor, n: usize) -> TractResult<Option<Vec<f32>>> {
+    Ok(match bias.len() {
+        1 => Some(vec![bias.cast_to_scalar::<f32>()?; n]),
+        len if len == n => Some(bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()),
+        _ => None,
+    })
+}
+
+/// A patch replacing conv node `id` (and a following residual `Add` and clamps) by a
+/// [`WinogradConv`] (stride-1 3×3), an [`Im2colConv`] (other kernels and strides) or a
+/// [`DepthwiseConv`], or `None` when the node is not eligible.
 fn conv_patch(model: &TypedModel, id: usize, isa: Isa) -> TractResult<Option<TypedModelPatch>> {
     let node = model.node(id);
     let Some(conv) = node.op_as::<Conv>() else { return Ok(None) };
+    if conv.group > 1 {
+        return depthwise_patch(model, id, conv, isa);
+    }
     let Some(shape) = plain_conv(conv) else { return Ok(None) };
-    let ConvShape { cin, cout, kernel: kernel_hw, stride: strides, pads } = shape;
+    let ConvShape { cin, cout, kernel: kernel_hw, stride: strides, pads: _ } = shape;
     let winograd = kernel_hw == (3, 3) && strides == (1, 1) && cin >= MIN_CHANNELS;
+    // 1×1 convolutions stay with tract (plain matrix products there; its declutter turns
+    // most of them into one before this pass).
     let im2col =
         !winograd && kernel_hw != (1, 1) && cin * kernel_hw.0 * kernel_hw.1 >= MIN_CHANNELS;
     if !(winograd || im2col) || cout < MIN_CHANNELS || node.inputs.len() != 3 {
@@ -106,11 +223,7 @@ fn conv_patch(model: &TypedModel, id: usize, isa: Isa) -> TractResult<Option<Typ
     if kernel.shape() != [cout, cin, kernel_hw.0, kernel_hw.1] {
         return Ok(None);
     }
-    let bias: Option<Vec<f32>> = match bias.len() {
-        1 => Some(vec![bias.cast_to_scalar::<f32>()?; cout]),
-        n if n == cout => Some(bias.try_as_plain_ram()?.as_slice::<f32>()?.to_vec()),
-        _ => return Ok(None),
-    };
+    let Some(bias) = bias_values(&bias, cout)? else { return Ok(None) };
     let mut last = OutletId::new(id, 0);
     let mut residual = None;
     if let Some((add, slot)) = sole_successor(model, last) {
@@ -125,24 +238,20 @@ fn conv_patch(model: &TypedModel, id: usize, isa: Isa) -> TractResult<Option<Typ
             }
         }
     }
-    let mut relu = false;
-    if let Some((max, slot)) = sole_successor(model, last) {
-        let zero = max.inputs.get(1 - slot.min(1)).and_then(|&o| konst(model, o));
-        let zero =
-            zero.is_some_and(|z| z.len() == 1 && z.cast_to_scalar::<f32>().is_ok_and(|v| v == 0.0));
-        let same = model.outlet_fact(OutletId::new(max.id, 0))?.shape == out.shape;
-        if bin_op_is::<Max>(max) && max.inputs.len() == 2 && zero && same {
-            relu = true;
-            last = OutletId::new(max.id, 0);
-        }
-    }
+    let steps = clamps(model, last)?;
     let kernel = kernel.try_as_plain_ram()?;
     let kernel = kernel.as_slice::<f32>()?;
     let fused = residual.is_some();
     let op: Box<dyn TypedOp> = if winograd {
-        Box::new(WinogradConv::new(kernel, bias.as_deref(), cin, cout, pads, fused, relu, isa)?)
+        let relu_only = |a: Activation| a == Activation::RELU;
+        let (act, end) = take_clamp(&steps, last, relu_only);
+        last = end;
+        let relu = act == Activation::RELU;
+        Box::new(WinogradConv::new(kernel, Some(&bias), cin, cout, shape.pads, fused, relu, isa)?)
     } else {
-        Box::new(Im2colConv::new(shape, kernel, bias.as_deref(), fused, relu, isa)?)
+        let (act, end) = take_clamp(&steps, last, |_| true);
+        last = end;
+        Box::new(Im2colConv::new(shape, kernel, Some(&bias), fused, act, isa)?)
     };
     let mut patch = TypedModelPatch::default();
     let mut inputs = tvec![patch.tap_model(model, node.inputs[0])?];

@@ -9,7 +9,7 @@
 
 use super::gemm::{self, LANES, MR};
 use super::parallel::{self, SharedOut};
-use super::Isa;
+use super::{Activation, Isa};
 use std::cell::RefCell;
 use std::sync::Arc;
 use tract_onnx::tract_core::internal::*;
@@ -61,7 +61,7 @@ impl ConvShape {
 pub struct Im2colConv {
     shape: ConvShape,
     residual: bool,
-    relu: bool,
+    act: Activation,
     isa: Isa,
     weights: Arc<Weights>,
 }
@@ -69,8 +69,8 @@ pub struct Im2colConv {
 impl PartialEq for Im2colConv {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.weights, &other.weights)
-            && (self.shape, self.residual, self.relu, self.isa)
-                == (other.shape, other.residual, other.relu, other.isa)
+            && (self.shape, self.residual, self.act, self.isa)
+                == (other.shape, other.residual, other.act, other.isa)
     }
 }
 impl Eq for Im2colConv {}
@@ -82,7 +82,7 @@ impl Im2colConv {
         kernel: &[f32],
         bias: Option<&[f32]>,
         residual: bool,
-        relu: bool,
+        act: Activation,
         isa: Isa,
     ) -> TractResult<Im2colConv> {
         let (k, cout) = (shape.k(), shape.cout);
@@ -101,7 +101,7 @@ impl Im2colConv {
                 u[((co / MR) * k + kk) * MR + co % MR] = kernel[co * k + kk];
             }
         }
-        Ok(Im2colConv { shape, residual, relu, isa, weights: Arc::new(Weights { u, bias }) })
+        Ok(Im2colConv { shape, residual, act, isa, weights: Arc::new(Weights { u, bias }) })
     }
 
     /// Computes one image: `input` is `cin × h × w`, `residual` and `out` are `cout × oh × ow`.
@@ -180,8 +180,8 @@ impl Im2colConv {
                             }
                         }
                     }
-                    if self.relu {
-                        dst.iter_mut().for_each(|d| *d = d.max(0.0));
+                    if self.act != Activation::NONE {
+                        dst.iter_mut().for_each(|d| *d = self.act.apply(*d));
                     }
                 }
             }
@@ -272,8 +272,8 @@ impl Op for Im2colConv {
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "{:?}, residual {}, relu {}, {:?}",
-            self.shape, self.residual, self.relu, self.isa
+            "{:?}, residual {}, {:?}, {:?}",
+            self.shape, self.residual, self.act, self.isa
         )])
     }
 
@@ -356,6 +356,8 @@ mod tests {
                 pads: [pad, pick(0, kernel / 2), pad, pick(0, kernel / 2)],
                 residual: case_ix % 2 == 1,
                 relu: case_ix % 3 != 1,
+                relu6: false,
+                depthwise: false,
             };
             if case.cin * kernel * kernel < 16
                 || (kernel == 3 && case.stride == 1 && case.cin >= 16)
@@ -382,6 +384,8 @@ mod tests {
             pads: [3; 4],
             residual: false,
             relu: true,
+            relu6: false,
+            depthwise: false,
         };
         let pair = Pair::new(&case, 3, Isa::best()).unwrap();
         let one = pair.ours.run(pair.inputs.clone()).unwrap().remove(0);

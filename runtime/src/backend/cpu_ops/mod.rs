@@ -4,13 +4,15 @@
 //! ungrouped convolution it can (with its bias, and a residual `Add` and a `Relu` that follow
 //! it) by a [`WinogradConv`](winograd::WinogradConv) (stride-1 3×3) or an
 //! [`Im2colConv`](im2col_conv::Im2colConv) (other strides and kernels, 1×1 excepted). The rest of
-//! the graph is optimized by tract as before.
+//! the graph is optimized by tract as before. 3×3 depthwise convolutions (stride 1 or 2) become
+//! a [`DepthwiseConv`](depthwise::DepthwiseConv), with a following ReLU or ReLU6 fused.
 //!
 //! Kernels are chosen at run time ([`Isa`]): AVX-512F or AVX2+FMA on x86_64, a portable path
 //! (auto-vectorised, the one used on aarch64) elsewhere. `HYDRANT_CPU_OPS=off` (or
 //! [`LoadOptions::own_cpu_ops(false)`](crate::LoadOptions::own_cpu_ops)) runs tract's ops only;
 //! `HYDRANT_CPU_ISA=portable|avx2|avx512` caps the kernel choice (for comparisons and tests).
 
+pub mod depthwise;
 pub mod fuse;
 pub(crate) mod gemm;
 pub mod im2col_conv;
@@ -50,6 +52,31 @@ macro_rules! multiversion {
     };
 }
 pub(crate) use multiversion;
+
+/// The clamp a fused op applies last: `min(max(x, lo), hi)`. ReLU is `lo = 0`; ReLU6 (ONNX
+/// `Clip(0, 6)`, a `Max` then a `Min` with constants in tract's graph) also has `hi = 6`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Activation {
+    /// Lower bound (`-∞`: none).
+    pub lo: f32,
+    /// Upper bound (`+∞`: none).
+    pub hi: f32,
+}
+
+impl Activation {
+    /// No clamp.
+    pub const NONE: Activation = Activation { lo: f32::NEG_INFINITY, hi: f32::INFINITY };
+    /// `max(x, 0)`.
+    pub const RELU: Activation = Activation { lo: 0.0, hi: f32::INFINITY };
+    /// `min(max(x, 0), 6)`.
+    pub const RELU6: Activation = Activation { lo: 0.0, hi: 6.0 };
+
+    /// `x` clamped.
+    #[inline(always)]
+    pub fn apply(self, x: f32) -> f32 {
+        x.max(self.lo).min(self.hi)
+    }
+}
 
 /// Instruction sets the kernels are written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -37,6 +37,10 @@ pub struct ConvCase {
     pub residual: bool,
     /// Whether the result goes through `max(·, 0)`.
     pub relu: bool,
+    /// Whether the result then goes through `min(·, 6)` (ReLU6 with `relu`).
+    pub relu6: bool,
+    /// Whether each channel has its own filter (groups = `cin`, which must equal `cout`).
+    pub depthwise: bool,
 }
 
 impl ConvCase {
@@ -49,7 +53,8 @@ impl ConvCase {
     /// Multiply-accumulates of the convolution.
     pub fn macs(&self) -> u64 {
         let (oh, ow) = self.out_hw();
-        (self.cin * self.cout * self.kernel * self.kernel * oh * ow) as u64
+        let cin = if self.depthwise { 1 } else { self.cin };
+        (cin * self.cout * self.kernel * self.kernel * oh * ow) as u64
     }
 
     /// The case as a typed model with seeded random weights, and random inputs for it.
@@ -59,8 +64,10 @@ impl ConvCase {
         let mut m = TypedModel::default();
         let x = m.add_source("x", f32::fact([1, self.cin, h, w]))?;
         let k = self.kernel;
-        let fan_in = (self.cin * k * k) as f32;
-        let kernel = rnd.tensor(&[self.cout, self.cin, k, k], 1.0 / fan_in.sqrt())?;
+        let (group, cin_per_group) = if self.depthwise { (self.cin, 1) } else { (1, self.cin) };
+        ensure!(!self.depthwise || self.cin == self.cout, "depthwise with cin != cout");
+        let fan_in = (cin_per_group * k * k) as f32;
+        let kernel = rnd.tensor(&[self.cout, cin_per_group, k, k], 1.0 / fan_in.sqrt())?;
         let bias = rnd.tensor(&[self.cout], 0.1)?;
         let (kernel, bias) = (m.add_const("kernel", kernel)?, m.add_const("bias", bias)?);
         let padding = PaddingSpec::Explicit(
@@ -76,7 +83,7 @@ impl ConvCase {
             self.cin,
             self.cout,
         );
-        let conv = Conv::new(pool, KernelFormat::OIHW, 1, None);
+        let conv = Conv::new(pool, KernelFormat::OIHW, group, None);
         let mut y = m.wire_node("conv", conv, &[x, kernel, bias])?[0];
         let mut inputs = tvec![rnd.tensor(&[1, self.cin, h, w], 1.0)?.into_tvalue()];
         if self.residual {
@@ -88,6 +95,10 @@ impl ConvCase {
         if self.relu {
             let zero = m.add_const("zero", tensor4(&[[[[0f32]]]]))?;
             y = m.wire_node("relu", math::max(), &[y, zero])?[0];
+        }
+        if self.relu6 {
+            let six = m.add_const("six", tensor4(&[[[[6f32]]]]))?;
+            y = m.wire_node("relu6", math::min(), &[y, six])?[0];
         }
         m.select_output_outlets(&[y])?;
         Ok((m, inputs))
@@ -110,6 +121,21 @@ impl Pair {
     /// Builds both plans for `case`, hydrant's with kernels for `isa`.
     pub fn new(case: &ConvCase, seed: u64, isa: Isa) -> TractResult<Pair> {
         let (model, inputs) = case.model(seed)?;
+        let mut patched = model.clone();
+        let replaced = fuse::patch(&mut patched, isa)?;
+        Ok(Pair {
+            tract: model.into_optimized()?.into_runnable()?,
+            ours: patched.into_optimized()?.into_runnable()?,
+            replaced,
+            inputs,
+        })
+    }
+
+    /// As [`Pair::new`], with the model decluttered by tract before the patch (as the runtime
+    /// does: batch-1 convolutions become CHW there).
+    pub fn decluttered(case: &ConvCase, seed: u64, isa: Isa) -> TractResult<Pair> {
+        let (model, inputs) = case.model(seed)?;
+        let model = model.into_decluttered()?;
         let mut patched = model.clone();
         let replaced = fuse::patch(&mut patched, isa)?;
         Ok(Pair {

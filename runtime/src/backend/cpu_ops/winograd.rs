@@ -315,6 +315,8 @@ mod tests {
                 pads: [pad, pick(0, 1), pad, pick(0, 2)],
                 residual: case_ix % 2 == 0,
                 relu: case_ix % 3 != 0,
+                relu6: false,
+                depthwise: false,
             };
             for isa in Isa::available() {
                 let pair = Pair::new(&case, case_ix, isa).unwrap();
@@ -336,6 +338,8 @@ mod tests {
             pads: [1; 4],
             residual: true,
             relu: true,
+            relu6: false,
+            depthwise: false,
         };
         let pair = Pair::new(&case, 3, Isa::best()).unwrap();
         let one = pair.ours.run(pair.inputs.clone()).unwrap().remove(0);
@@ -356,6 +360,8 @@ mod tests {
             pads: [1; 4],
             residual: false,
             relu: false,
+            relu6: false,
+            depthwise: false,
         };
         let ops = |case: ConvCase| {
             let pair = Pair::new(&case, 1, Isa::Portable).unwrap();

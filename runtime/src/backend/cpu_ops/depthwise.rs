@@ -1,0 +1,462 @@
+//! `DepthwiseConv`: a 3×3 depthwise convolution (one filter per channel), stride 1 or 2, NCHW
+//! or CHW (batch 1, as tract's declutter leaves it) f32, with its bias and a clamp (ReLU, ReLU6
+//! or none) in one op: MobileNet's middle layers.
+//!
+//! A job computes whole channel planes. Each plane is first copied into a zero-padded scratch
+//! plane (for stride 2 into its four row/column parity phases), so that every output is nine
+//! multiply-adds at fixed offsets from one running index: one unit-stride loop over the plane
+//! that vectorises, whatever the width. The same code is compiled for AVX-512F, for AVX2+FMA and portably (chosen at
+//! run time; the portable one is what aarch64 runs, with NEON).
+//!
+//! Error: each output sums the same nine products as a direct convolution, in a fixed order;
+//! tests bound the difference to tract's own op by 1e-5 of the output's largest magnitude.
+
+use super::parallel::{self, SharedOut};
+use super::{Activation, Isa};
+use std::cell::RefCell;
+use std::sync::Arc;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
+
+#[derive(Debug)]
+struct Weights {
+    /// `k[c·9 + ky·3 + kx]`.
+    k: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+/// A fused 3×3 depthwise convolution.
+#[derive(Debug, Clone)]
+pub struct DepthwiseConv {
+    channels: usize,
+    stride: usize,
+    /// Zero padding: top, left, bottom, right (each at most 2).
+    pads: [usize; 4],
+    act: Activation,
+    isa: Isa,
+    weights: Arc<Weights>,
+}
+
+impl PartialEq for DepthwiseConv {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.weights, &other.weights)
+            && (self.stride, self.pads, self.act, self.isa)
+                == (other.stride, other.pads, other.act, other.isa)
+    }
+}
+impl Eq for DepthwiseConv {}
+
+/// Where one plane's values lie.
+#[derive(Debug, Clone, Copy)]
+struct Plane {
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    stride: usize,
+    pad_top: usize,
+    pad_left: usize,
+}
+
+impl Plane {
+    /// Width of a scratch row: output columns plus the ones the taps reach past them.
+    fn width(&self) -> usize {
+        self.ow + 3 - self.stride
+    }
+
+    /// Rows of one scratch plane (one more than the taps reach, for the spare columns).
+    fn rows(&self) -> usize {
+        self.oh + 4 - self.stride
+    }
+
+    /// Scratch planes: the zero-padded input (stride 1), or its four (row, column) parity
+    /// phases (stride 2: even rows' even columns, even rows' odd columns, odd rows' even
+    /// columns, odd rows' odd columns).
+    fn planes(&self) -> usize {
+        if self.stride == 1 {
+            1
+        } else {
+            4
+        }
+    }
+
+    /// Scratch values: the planes, then `oh × width` results.
+    fn scratch_len(&self) -> usize {
+        (self.planes() * self.rows() + self.oh) * self.width()
+    }
+
+    /// Where tap `ky·3 + kx` of output `oy·width + ox` lies in the planes, less that index.
+    fn tap_offsets(&self) -> [usize; 9] {
+        let w = self.width();
+        let size = self.rows() * w;
+        std::array::from_fn(|t| {
+            let (ky, kx) = (t / 3, t % 3);
+            if self.stride == 1 {
+                return ky * w + kx;
+            }
+            // Padded row `2·oy + ky`, column `2·ox + kx`.
+            let plane = 2 * (ky % 2) + kx % 2;
+            plane * size + (ky / 2) * w + kx / 2
+        })
+    }
+}
+
+impl DepthwiseConv {
+    /// Builds the op from a `channels × 1 × 3 × 3` kernel and its bias (`None`: zero).
+    pub fn new(
+        kernel: &[f32],
+        bias: Option<&[f32]>,
+        channels: usize,
+        stride: usize,
+        pads: [usize; 4],
+        act: Activation,
+        isa: Isa,
+    ) -> TractResult<DepthwiseConv> {
+        ensure!(
+            kernel.len() == channels * 9,
+            "kernel of {} values for {channels}×1×3×3",
+            kernel.len()
+        );
+        ensure!((1..=2).contains(&stride), "stride {stride}: only 1 and 2");
+        ensure!(pads.iter().all(|&p| p <= 2), "padding {pads:?}: at most 2");
+        let bias = match bias {
+            Some(b) => {
+                ensure!(b.len() == channels, "bias of {} values for {channels} channels", b.len());
+                b.to_vec()
+            }
+            None => vec![0.0; channels],
+        };
+        let weights = Arc::new(Weights { k: kernel.to_vec(), bias });
+        Ok(DepthwiseConv { channels, stride, pads, act, isa, weights })
+    }
+
+    /// Output height and width for an `h × w` input, `None` when empty.
+    pub fn out_hw(&self, h: usize, w: usize) -> Option<(usize, usize)> {
+        let o =
+            |n: usize, a: usize, b: usize| (n + a + b).checked_sub(3).map(|x| x / self.stride + 1);
+        Some((o(h, self.pads[0], self.pads[2])?, o(w, self.pads[1], self.pads[3])?))
+    }
+
+    /// Computes `images` images: `input` is `images × channels × h × w`, `out` is
+    /// `images × channels × oh × ow`.
+    fn run(&self, (h, w): (usize, usize), images: usize, input: &[f32], out: &mut [f32]) {
+        let Some((oh, ow)) = self.out_hw(h, w) else { return };
+        let geo = Plane {
+            h,
+            w,
+            oh,
+            ow,
+            stride: self.stride,
+            pad_top: self.pads[0],
+            pad_left: self.pads[1],
+        };
+        let planes = images * self.channels;
+        let threads = parallel::threads();
+        let jobs = if threads == 1 { 1 } else { planes.min(8 * threads) };
+        let shared = SharedOut::new(out);
+        parallel::for_each(jobs, |job| {
+            SCRATCH.with(|scratch| {
+                let scratch = &mut *scratch.borrow_mut();
+                if scratch.len() < geo.scratch_len() {
+                    scratch.resize(geo.scratch_len(), 0.0);
+                }
+                for p in job * planes / jobs..(job + 1) * planes / jobs {
+                    let c = p % self.channels;
+                    let k: &[f32; 9] = self.weights.k[c * 9..][..9].try_into().expect("9 taps");
+                    let src = &input[p * h * w..][..h * w];
+                    // SAFETY: jobs own disjoint plane ranges.
+                    let dst = unsafe { shared.slice(p * oh * ow, oh * ow) };
+                    let bias = self.weights.bias[c];
+                    plane(self.isa, &geo, src, k, bias, self.act, dst, scratch);
+                }
+            })
+        });
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<f32>> = RefCell::default();
+}
+
+/// [`plane_body`] compiled for `isa`: with AVX-512F (512-bit vectors), AVX2+FMA or neither.
+#[allow(clippy::too_many_arguments)]
+fn plane(
+    isa: Isa,
+    geo: &Plane,
+    src: &[f32],
+    k: &[f32; 9],
+    bias: f32,
+    act: Activation,
+    dst: &mut [f32],
+    scratch: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn avx512(
+            geo: &Plane,
+            src: &[f32],
+            k: &[f32; 9],
+            bias: f32,
+            act: Activation,
+            dst: &mut [f32],
+            scratch: &mut [f32],
+        ) {
+            plane_body::<true>(geo, src, k, bias, act, dst, scratch)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn avx2(
+            geo: &Plane,
+            src: &[f32],
+            k: &[f32; 9],
+            bias: f32,
+            act: Activation,
+            dst: &mut [f32],
+            scratch: &mut [f32],
+        ) {
+            plane_body::<true>(geo, src, k, bias, act, dst, scratch)
+        }
+        match isa {
+            // SAFETY: `Isa::Avx512` is only handed out where the CPU has AVX-512F, AVX2 and
+            // FMA, `Isa::Avx2` where it has AVX2 and FMA (`Isa::available`).
+            Isa::Avx512 => return unsafe { avx512(geo, src, k, bias, act, dst, scratch) },
+            Isa::Avx2 => return unsafe { avx2(geo, src, k, bias, act, dst, scratch) },
+            Isa::Portable => {}
+        }
+    }
+    let _ = isa;
+    plane_body::<{ cfg!(target_arch = "aarch64") }>(geo, src, k, bias, act, dst, scratch)
+}
+
+/// `a·b + c`, fused with `FMA` (compiled where the target has it), plain otherwise.
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
+/// One channel: `src` is its `h × w` input plane, `dst` its `oh × ow` output plane. The taps
+/// of all outputs are read from the scratch planes at fixed offsets from one running index, so
+/// the main loop runs over the whole plane at once (a few spare columns per row included).
+#[inline(always)]
+fn plane_body<const FMA: bool>(
+    geo: &Plane,
+    src: &[f32],
+    k: &[f32; 9],
+    bias: f32,
+    act: Activation,
+    dst: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let Plane { h, w, oh, ow, stride, pad_top, pad_left } = *geo;
+    let (width, rows) = (geo.width(), geo.rows());
+    let (planes, results) = scratch[..geo.scratch_len()].split_at_mut(geo.planes() * rows * width);
+    for (p, plane) in planes.chunks_exact_mut(rows * width).enumerate() {
+        // Plane row `j`, column `i` is padded row `j·stride + p / 2`, column `i·stride + p % 2`.
+        let (row_phase, col_phase) = (p / 2, p % 2);
+        for (j, row) in plane.chunks_exact_mut(width).enumerate() {
+            let iy = (j * stride + row_phase).wrapping_sub(pad_top);
+            if iy >= h {
+                row.fill(0.0);
+                continue;
+            }
+            let line = &src[iy * w..][..w];
+            if stride == 1 {
+                // Column `c` is input column `c - pad_left`.
+                let n = w.min(width - pad_left);
+                row[..pad_left].fill(0.0);
+                row[pad_left..pad_left + n].copy_from_slice(&line[..n]);
+                row[pad_left + n..].fill(0.0);
+            } else {
+                for (i, v) in row.iter_mut().enumerate() {
+                    let ix = (2 * i + col_phase).wrapping_sub(pad_left);
+                    *v = if ix < w { line[ix] } else { 0.0 };
+                }
+            }
+        }
+    }
+    let n = oh * width;
+    let results = &mut results[..n];
+    let taps: [&[f32]; 9] = geo.tap_offsets().map(|o| &planes[o..][..n]);
+    // One pass per kernel row, three taps each: zipped slices, so no bounds checks are left
+    // in the loops and they vectorise.
+    for ky in 0..3 {
+        let [a, b, c] = [taps[3 * ky], taps[3 * ky + 1], taps[3 * ky + 2]];
+        let [ka, kb, kc] = [k[3 * ky], k[3 * ky + 1], k[3 * ky + 2]];
+        let sums = results.iter_mut().zip(a).zip(b).zip(c);
+        for (((r, &a), &b), &c) in sums {
+            let init = if ky == 0 { bias } else { *r };
+            *r = madd::<FMA>(kc, c, madd::<FMA>(kb, b, madd::<FMA>(ka, a, init)));
+        }
+    }
+    if act != Activation::NONE {
+        results.iter_mut().for_each(|r| *r = act.apply(*r));
+    }
+    for (d, r) in dst.chunks_exact_mut(ow).zip(results.chunks_exact(width)) {
+        d.copy_from_slice(&r[..ow]);
+    }
+}
+
+impl Op for DepthwiseConv {
+    fn name(&self) -> StaticName {
+        "DepthwiseConv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{} ch, stride {}, pads {:?}, {:?}, {:?}",
+            self.channels, self.stride, self.pads, self.act, self.isa
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for DepthwiseConv {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        ensure!(inputs.len() == 1, "DepthwiseConv: wrong input count");
+        let x = &inputs[0];
+        let rank = x.rank();
+        let (n, c, h, w) = match *x.shape() {
+            [n, c, h, w] => (n, c, h, w),
+            [c, h, w] => (1, c, h, w),
+            _ => bail!("DepthwiseConv: input is neither NCHW nor CHW: {:?}", x.shape()),
+        };
+        ensure!(c == self.channels, "DepthwiseConv: {c} channels, expected {}", self.channels);
+        let (oh, ow) = self.out_hw(h, w).with_context(|| format!("empty output for {h}×{w}"))?;
+        let x = x.try_as_plain_ram()?;
+        let x = x.as_slice::<f32>()?;
+        let shape: &[usize] = &[n, c, oh, ow];
+        let mut out = Tensor::zero::<f32>(&shape[4 - rank..])?;
+        let mut view = out.try_as_plain_ram_mut()?;
+        self.run((h, w), n, x, view.as_slice_mut::<f32>()?);
+        Ok(tvec!(out.into_tvalue()))
+    }
+}
+
+impl TypedOp for DepthwiseConv {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let s = &inputs[0].shape;
+        ensure!(matches!(s.rank(), 3 | 4), "DepthwiseConv: input is neither NCHW nor CHW");
+        let r = s.rank();
+        let (h, w) = (s[r - 2].to_usize()?, s[r - 1].to_usize()?);
+        let (oh, ow) = self.out_hw(h, w).context("empty output")?;
+        let mut out: TVec<TDim> = s.iter().cloned().collect();
+        out[r - 3] = self.channels.to_dim();
+        (out[r - 2], out[r - 1]) = (oh.to_dim(), ow.to_dim());
+        Ok(tvec!(f32::fact(out)))
+    }
+
+    as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::probe::{with_threads, ConvCase, Pair};
+    use super::*;
+
+    /// Bound on `max |ours - tract| / max |tract|`: the same nine products summed in another
+    /// order (and fused or not).
+    const BOUND: f32 = 1e-5;
+
+    fn case(c: usize, hw: (usize, usize), stride: usize, pads: [usize; 4]) -> ConvCase {
+        ConvCase {
+            cin: c,
+            cout: c,
+            hw,
+            kernel: 3,
+            stride,
+            pads,
+            residual: false,
+            relu: false,
+            relu6: false,
+            depthwise: true,
+        }
+    }
+
+    #[test]
+    fn matches_tract_on_random_shapes_with_every_isa() {
+        let mut seed = 17u64;
+        let mut pick = |lo: usize, hi: usize| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            lo + (seed >> 33) as usize % (hi - lo + 1)
+        };
+        for case_ix in 0..12 {
+            let stride = 1 + case_ix % 2;
+            let pads = [pick(0, 1), pick(0, 2), pick(0, 1), pick(0, 2)];
+            let mut case = case(pick(2, 40), (pick(3, 20), pick(3, 37)), stride, pads);
+            case.relu = case_ix % 3 != 0;
+            case.relu6 = case_ix % 3 == 2;
+            for isa in Isa::available() {
+                let pair = Pair::new(&case, case_ix as u64, isa).unwrap();
+                assert_eq!(pair.replaced, 1, "{case:?}");
+                let names: Vec<String> =
+                    pair.ours.model().nodes().iter().map(|n| n.op.name().to_string()).collect();
+                assert!(names.iter().any(|n| n == "DepthwiseConv"), "{names:?}");
+                // The clamps went into the op.
+                assert!(names.len() <= 2, "{case:?}: {names:?}");
+                let err = pair.relative_error().unwrap();
+                assert!(err <= BOUND, "{case:?} {isa:?}: relative error {err:e}");
+            }
+        }
+    }
+
+    #[test]
+    fn matches_tract_after_declutter_as_chw() {
+        for stride in [1, 2] {
+            let mut c = case(24, (13, 16), stride, [1; 4]);
+            (c.relu, c.relu6) = (true, true);
+            for isa in Isa::available() {
+                let pair = Pair::decluttered(&c, 4, isa).unwrap();
+                assert_eq!(pair.replaced, 1, "{c:?}");
+                let err = pair.relative_error().unwrap();
+                assert!(err <= BOUND, "{c:?} {isa:?}: relative error {err:e}");
+            }
+        }
+    }
+
+    #[test]
+    fn relu6_clamps_both_sides() {
+        let act = Activation::RELU6;
+        assert_eq!((act.apply(-1.0), act.apply(2.5), act.apply(7.0)), (0.0, 2.5, 6.0));
+        // Inputs scaled ×20 put outputs far beyond 6 on both sides: the clamp must show.
+        let mut c = case(8, (9, 9), 1, [1; 4]);
+        (c.relu, c.relu6) = (true, true);
+        let pair = Pair::new(&c, 2, Isa::best()).unwrap();
+        let x = pair.inputs[0].try_as_plain_ram().unwrap();
+        let big: Vec<f32> = x.as_slice::<f32>().unwrap().iter().map(|v| v * 20.0).collect();
+        let big = tvec![Tensor::from_shape(pair.inputs[0].shape(), &big).unwrap().into_tvalue()];
+        let ours = pair.ours.run(big.clone()).unwrap().remove(0);
+        let tract = pair.tract.run(big).unwrap().remove(0);
+        let (ours, tract) = (ours.try_as_plain_ram().unwrap(), tract.try_as_plain_ram().unwrap());
+        let (ours, tract) = (ours.as_slice::<f32>().unwrap(), tract.as_slice::<f32>().unwrap());
+        assert!(ours.iter().all(|x| (0.0..=6.0).contains(x)));
+        assert!(ours.iter().filter(|&&x| x == 6.0).count() > ours.len() / 10);
+        assert!(ours.iter().filter(|&&x| x == 0.0).count() > ours.len() / 10);
+        let diff = ours.iter().zip(tract).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(diff <= 6.0 * BOUND, "max difference {diff}");
+    }
+
+    #[test]
+    fn threaded_runs_match_single_threaded() {
+        let pair = Pair::new(&case(37, (15, 22), 2, [1; 4]), 3, Isa::best()).unwrap();
+        let one = pair.ours.run(pair.inputs.clone()).unwrap().remove(0);
+        let three = with_threads(3, || pair.ours.run(pair.inputs.clone()).unwrap().remove(0));
+        assert_eq!(one, three);
+    }
+
+    #[test]
+    fn other_grouped_convolutions_stay_with_tract() {
+        for c in [case(8, (9, 9), 3, [1; 4]), ConvCase { kernel: 5, ..case(8, (9, 9), 1, [2; 4]) }]
+        {
+            assert_eq!(Pair::new(&c, 1, Isa::Portable).unwrap().replaced, 0, "{c:?}");
+        }
+    }
+}
