@@ -152,6 +152,14 @@ typedef struct hydrant_model hydrant_model;
 typedef struct hydrant_tensor hydrant_tensor;
 
 /**
+ * Heads being fine-tuned, with their samples (trunk features computed once and cached) and
+ * optimizer state (opaque). Made by hydrant_trainer_new(), hydrant_trainer_new_from_file(),
+ * hydrant_trainer_new_from_spec() or hydrant_trainer_resume(); freed by hydrant_trainer_free().
+ * A trainer is used by one thread at a time; it holds no reference to any model.
+ */
+typedef struct hydrant_trainer hydrant_trainer;
+
+/**
  * Element type of a tensor. The values are ONNX's `TensorProto.DataType` numbers.
  */
 typedef int32_t hydrant_dtype;
@@ -198,6 +206,254 @@ typedef struct hydrant_model_params {
      */
     uint64_t max_bytes;
 } hydrant_model_params;
+
+/**
+ * An optimizer: one of the HYDRANT_OPTIMIZER_* values.
+ */
+typedef int32_t hydrant_optimizer;
+
+/**
+ * A learning-rate schedule: one of the HYDRANT_SCHEDULE_* values.
+ */
+typedef int32_t hydrant_schedule;
+
+/**
+ * How the losses of several heads trained together combine: one of the HYDRANT_WEIGHTING_*
+ * values.
+ */
+typedef int32_t hydrant_weighting;
+
+/**
+ * How a trainer trains. Start from hydrant_train_params_default() and change the fields needed;
+ * fields may be added at the end when HYDRANT_ABI_VERSION changes. Pointers in it are read only
+ * while the call that takes the parameters runs.
+ */
+typedef struct hydrant_train_params {
+    /**
+     * Epochs that hydrant_trainer_fit() runs when asked for 0 (default 10); the learning-rate
+     * schedule spans this many epochs.
+     */
+    uint32_t epochs;
+    /**
+     * Samples per optimizer step (default 32).
+     */
+    uint32_t batch_size;
+    /**
+     * Non-zero (default 1): shuffle the samples every epoch; 0: batches follow sample order.
+     */
+    int32_t shuffle;
+    /**
+     * Seed of the shuffling, the validation split and dropout (default 0).
+     */
+    uint64_t seed;
+    /**
+     * Base learning rate (default 0.01).
+     */
+    float lr;
+    /**
+     * HYDRANT_OPTIMIZER_SGD (default) or HYDRANT_OPTIMIZER_ADAMW.
+     */
+    hydrant_optimizer optimizer;
+    /**
+     * SGD momentum in [0, 1) (default 0.9).
+     */
+    float momentum;
+    /**
+     * SGD dampening in [0, 1] (default 0).
+     */
+    float dampening;
+    /**
+     * Non-zero: Nesterov momentum (SGD; needs momentum > 0 and no dampening). Default 0.
+     */
+    int32_t nesterov;
+    /**
+     * Weight decay (SGD: L2 added to the gradient; AdamW: decoupled). Negative (the default)
+     * means the optimizer's own default: 0 for SGD, 0.01 for AdamW.
+     */
+    float weight_decay;
+    /**
+     * AdamW first-moment decay in [0, 1) (default 0.9).
+     */
+    float beta1;
+    /**
+     * AdamW second-moment decay in [0, 1) (default 0.999).
+     */
+    float beta2;
+    /**
+     * AdamW denominator term, > 0 (default 1e-8).
+     */
+    float eps;
+    /**
+     * HYDRANT_SCHEDULE_CONSTANT (default), HYDRANT_SCHEDULE_STEP or HYDRANT_SCHEDULE_COSINE.
+     */
+    hydrant_schedule schedule;
+    /**
+     * Step schedule: epochs between decays, ≥ 1 (default 10).
+     */
+    uint32_t step_every_epochs;
+    /**
+     * Step schedule: factor per decay (default 0.1).
+     */
+    float step_gamma;
+    /**
+     * Cosine schedule: final learning rate (default 0).
+     */
+    float min_lr;
+    /**
+     * Linear warm-up steps before the schedule (default 0).
+     */
+    uint32_t warmup_steps;
+    /**
+     * Clip the joint gradient norm of all heads to this; 0 (the default) does not clip.
+     */
+    float clip_grad_norm;
+    /**
+     * One of the HYDRANT_WEIGHTING_* values (default HYDRANT_WEIGHTING_STATIC).
+     */
+    hydrant_weighting weighting;
+    /**
+     * Static weighting: one weight (finite, ≥ 0) per trainer head, in head order; NULL (the
+     * default) weighs every head 1.
+     */
+    const float *static_weights;
+    /**
+     * Number of values at `static_weights` (default 0).
+     */
+    size_t n_static_weights;
+    /**
+     * DWA temperature, > 0 (default 2).
+     */
+    float dwa_temperature;
+    /**
+     * GradNorm restoring-force exponent (default 1.5).
+     */
+    float gradnorm_alpha;
+    /**
+     * GradNorm learning rate of the weights, > 0 (default 0.025).
+     */
+    float gradnorm_lr;
+    /**
+     * Fraction of the samples held out for validation, in [0, 1) (default 0: none).
+     */
+    float validation_fraction;
+    /**
+     * Early stopping: stop after this many epochs without a lower validation loss; 0 (the
+     * default) never stops early. Needs a validation fraction.
+     */
+    uint32_t early_stopping_patience;
+    /**
+     * Early stopping: the smallest decrease that counts as lower (default 0).
+     */
+    double early_stopping_min_delta;
+    /**
+     * Early stopping: non-zero (default 1) puts back the weights of the best epoch at the end.
+     */
+    int32_t early_stopping_restore_best;
+    /**
+     * Non-zero: BatchNorm layers keep their running statistics (and normalise with them) while
+     * training. Default 0.
+     */
+    int32_t frozen_batchnorm;
+    /**
+     * Training threads; 0 (the default) means one per available core.
+     */
+    uint32_t threads;
+    /**
+     * Bytes of cached trunk features held in memory before the cache moves to a memory-mapped
+     * file; 0 (the default) means 1 GiB.
+     */
+    uint64_t memory_budget;
+    /**
+     * Folder for that file (NULL, the default: the system's temporary folder).
+     */
+    const char *cache_dir;
+} hydrant_train_params;
+
+/**
+ * Metrics of one head over one pass through samples. Metrics that do not apply to the head's
+ * task are NaN.
+ */
+typedef struct hydrant_task_metrics {
+    /**
+     * The head's name, owned by the trainer (valid until it is freed).
+     */
+    const char *head;
+    /**
+     * Mean loss.
+     */
+    double loss;
+    /**
+     * Fraction of correct predictions (classification; per label for multi-label).
+     */
+    double accuracy;
+    /**
+     * Macro-averaged F1 over the classes that occur (classification).
+     */
+    double macro_f1;
+    /**
+     * Mean intersection over union over the classes that occur (per-pixel classification).
+     */
+    double miou;
+    /**
+     * Mean absolute error (regression).
+     */
+    double mae;
+    /**
+     * Root mean squared error (regression).
+     */
+    double rmse;
+    /**
+     * Labelled samples seen.
+     */
+    size_t samples;
+} hydrant_task_metrics;
+
+/**
+ * What one epoch of hydrant_trainer_fit() did. The report and every array in it belong to the
+ * library and are valid only during the callback it is passed to.
+ */
+typedef struct hydrant_epoch_report {
+    /**
+     * Epoch number, 1-based, counting every epoch this trainer has run (resumed runs included).
+     */
+    size_t epoch;
+    /**
+     * Learning rate of the epoch's last step.
+     */
+    float lr;
+    /**
+     * Optimizer steps in the epoch.
+     */
+    size_t steps;
+    /**
+     * Number of heads: the length of `weights`, `train` and (when not NULL) `validation`.
+     */
+    size_t n_heads;
+    /**
+     * Loss weight of each head, in trainer head order.
+     */
+    const float *weights;
+    /**
+     * Training metrics of each head (from the training passes of the epoch).
+     */
+    const hydrant_task_metrics *train;
+    /**
+     * Validation metrics of each head after the epoch; NULL without a validation split.
+     */
+    const hydrant_task_metrics *validation;
+    /**
+     * Wall time of the epoch in seconds.
+     */
+    double seconds;
+} hydrant_epoch_report;
+
+/**
+ * Called by hydrant_trainer_fit() after each epoch with that epoch's report and the `user`
+ * pointer given to it. Returning non-zero stops training after this epoch. It runs on the
+ * thread that called hydrant_trainer_fit(), must not call into this trainer, and must return
+ * normally (a C++ callback catches its exceptions).
+ */
+typedef int (*hydrant_epoch_callback)(const struct hydrant_epoch_report *report, void *user);
 
 /**
  * No element type: what hydrant_tensor_dtype() returns for a NULL tensor.
@@ -263,6 +519,61 @@ typedef struct hydrant_model_params {
  * The CUDA device numbered `device_index`.
  */
 #define HYDRANT_DEVICE_CUDA 2
+
+/**
+ * SGD (PyTorch `torch.optim.SGD`): `momentum`, `dampening`, `nesterov`, `weight_decay`.
+ */
+#define HYDRANT_OPTIMIZER_SGD 0
+
+/**
+ * AdamW (PyTorch `torch.optim.AdamW`): `beta1`, `beta2`, `eps`, `weight_decay`.
+ */
+#define HYDRANT_OPTIMIZER_ADAMW 1
+
+/**
+ * The base rate throughout.
+ */
+#define HYDRANT_SCHEDULE_CONSTANT 0
+
+/**
+ * The rate times `step_gamma` every `step_every_epochs` epochs (PyTorch `StepLR`).
+ */
+#define HYDRANT_SCHEDULE_STEP 1
+
+/**
+ * Cosine annealing from the base rate to `min_lr` over the steps after warm-up.
+ */
+#define HYDRANT_SCHEDULE_COSINE 2
+
+/**
+ * Fixed weights: `static_weights` (or 1 for every head).
+ */
+#define HYDRANT_WEIGHTING_STATIC 0
+
+/**
+ * Homoscedastic-uncertainty weighting (a learned log-variance per head).
+ */
+#define HYDRANT_WEIGHTING_UNCERTAINTY 1
+
+/**
+ * Dynamic weight averaging with temperature `dwa_temperature`.
+ */
+#define HYDRANT_WEIGHTING_DWA 2
+
+/**
+ * GradNorm with `gradnorm_alpha` and weight learning rate `gradnorm_lr`.
+ */
+#define HYDRANT_WEIGHTING_GRADNORM 3
+
+/**
+ * One head per step, heads in turn.
+ */
+#define HYDRANT_WEIGHTING_ROUND_ROBIN 4
+
+/**
+ * One head per step, drawn in proportion to its remaining batches.
+ */
+#define HYDRANT_WEIGHTING_PROPORTIONAL 5
 
 #ifdef __cplusplus
 extern "C" {
@@ -466,7 +777,8 @@ size_t hydrant_model_head_count(const hydrant_model *model);
 
 /**
  * Name of head `index` (heads in the order of their first output; a head is named after its
- * first output). Owned by the model, valid until it is freed. NULL when `model` is NULL or
+ * first output; heads added by hydrant_model_swap_heads() come after the file's). Owned by the
+ * model, valid until it is freed, even after heads are set. NULL when `model` is NULL or
  * `index` is out of range.
  */
 const char *hydrant_model_head_name(const hydrant_model *model, size_t index);
@@ -634,6 +946,301 @@ const char *hydrant_features_name(const hydrant_features *features, size_t index
 hydrant_status hydrant_features_get(const hydrant_features *features,
                                     const char *name,
                                     hydrant_tensor **out);
+
+/* ================================================================================================
+ * Heads: head files, swaps, trainability, export
+ * ================================================================================================ */
+
+/**
+ * Loads an ONNX model with `params`, then sets the heads of the safetensors head file at
+ * `heads_path`: each replaces the model's head of the same name, or is added when the model has
+ * none (as hydrant_model_swap_heads()).
+ *
+ * Returns HYDRANT_OK and sets `*out` to a new model the caller frees with hydrant_model_free().
+ * On failure sets `*out` to NULL (unless `out` is NULL) and returns what
+ * hydrant_model_load_with_params() and hydrant_model_swap_heads() return.
+ */
+hydrant_status hydrant_model_load_parts(const char *onnx_path,
+                                        const char *heads_path,
+                                        hydrant_model_params params,
+                                        hydrant_model **out);
+
+/**
+ * Loads a whole model from one safetensors file holding a trunk and its heads (as written by
+ * hydrant's Python tools or the Rust API): the trunk is built in memory and cut where the heads
+ * attach (or at `params.cut_points`).
+ *
+ * Returns as hydrant_model_load_with_params(); HYDRANT_ERR_INVALID_MODEL also for a head file
+ * without a trunk (load that one with hydrant_model_load_parts()).
+ */
+hydrant_status hydrant_model_load_safetensors(const char *path,
+                                              hydrant_model_params params,
+                                              hydrant_model **out);
+
+/**
+ * Sets the heads of the safetensors head file at `heads_path` into `model`: each head replaces
+ * the model's head of the same name (keeping that head's output names), or is added as a new
+ * head (after the others, with one output named after it) when the model has none.
+ *
+ * All or nothing: when any head does not fit (its input tensor is not in the trunk, its shapes do
+ * not match), the model keeps all its heads. Atomic for concurrent callers: a
+ * hydrant_model_run() on another thread sees either every head as before or every head of the
+ * file, never a mix; runs already going finish with the heads they started with.
+ *
+ * Returns HYDRANT_OK, HYDRANT_ERR_NULL_ARGUMENT, HYDRANT_ERR_IO, HYDRANT_ERR_INVALID_MODEL (not
+ * a head file), HYDRANT_ERR_UNKNOWN_TENSOR (a head reads a tensor the model lacks) or
+ * HYDRANT_ERR_INVALID_ARGUMENT / HYDRANT_ERR_BAD_INPUT (a head that does not fit).
+ * Thread safety: may run while other threads run the model; calls that set heads of one model
+ * take turns.
+ */
+hydrant_status hydrant_model_swap_heads(const hydrant_model *model,
+                                        const char *heads_path);
+
+/**
+ * Writes heads `names[0..n_names]` of `model` (all heads when `n_names` is 0) to a safetensors
+ * head file at `path` (replaced atomically: a reader never sees a partial file), with tensor
+ * names `<head>.<layer>.<param>` as in a PyTorch state_dict. Heads from the model file are
+ * converted to hydrant's layer vocabulary first.
+ *
+ * Returns HYDRANT_OK, HYDRANT_ERR_NULL_ARGUMENT, HYDRANT_ERR_UNKNOWN_HEAD,
+ * HYDRANT_ERR_NOT_TRAINABLE (a head outside the layer vocabulary; the message names the node)
+ * or HYDRANT_ERR_IO.
+ * Thread safety: may run while other threads run the model or set its heads.
+ */
+hydrant_status hydrant_model_save_heads(const hydrant_model *model,
+                                        const char *const *names,
+                                        size_t n_names,
+                                        const char *path);
+
+/**
+ * Writes `model` with its current heads (swapped heads replace the file's nodes, added heads
+ * become graph outputs) as an ONNX file at `path`, replaced atomically.
+ *
+ * Returns HYDRANT_OK, HYDRANT_ERR_NULL_ARGUMENT, HYDRANT_ERR_INVALID_MODEL or HYDRANT_ERR_IO.
+ * Thread safety: as hydrant_model_save_heads().
+ */
+hydrant_status hydrant_model_save_onnx(const hydrant_model *model, const char *path);
+
+/**
+ * Whether head `name` of `model` can be trained (and saved with hydrant_model_save_heads()): it
+ * is made only of layers hydrant can train (Gemm/MatMul, Conv, normalisations, activations,
+ * pooling, ...), or was set in from a head file.
+ *
+ * Returns HYDRANT_OK when it can; HYDRANT_ERR_NOT_TRAINABLE when it cannot, with the node or
+ * structure that prevents it in hydrant_last_error(); HYDRANT_ERR_NULL_ARGUMENT or
+ * HYDRANT_ERR_UNKNOWN_HEAD.
+ */
+hydrant_status hydrant_model_head_trainable(const hydrant_model *model,
+                                            const char *name);
+
+/* ================================================================================================
+ * Training parameters
+ * ================================================================================================ */
+
+/**
+ * The default training parameters: SGD with momentum 0.9, learning rate 0.01, batches of 32,
+ * 10 epochs, shuffled with seed 0, constant rate, static weights of 1, no validation split.
+ */
+hydrant_train_params hydrant_train_params_default(void);
+
+/* ================================================================================================
+ * Fine-tuning heads
+ * ================================================================================================ */
+
+/**
+ * Creates a trainer for heads `heads[0..n_heads]` of `model` (their current weights as the
+ * starting point: heads from the model file are imported into hydrant's layer vocabulary).
+ *
+ * `tasks` is NULL (every head keeps its own task; heads from an ONNX file have none) or
+ * `n_heads` entries, each NULL (keep) or a task: a loss name, `"ce"` (cross-entropy, labels are
+ * class indices), `"bce"` (multi-label, 0/1 floats), `"mse"`, `"l1"`, `"huber"` or
+ * `"smooth_l1"` (regression, float targets), sized by the head's last Linear or Conv layer; or a
+ * JSON task such as `{"loss": "cross_entropy", "classes": 10, "label_smoothing": 0.1}`.
+ * `params` is read only during the call. The model may be freed before the trainer.
+ *
+ * Returns HYDRANT_OK and sets `*out` to a new trainer the caller frees with
+ * hydrant_trainer_free(). On failure sets `*out` to NULL (unless `out` is NULL) and returns
+ * HYDRANT_ERR_NULL_ARGUMENT, HYDRANT_ERR_UNKNOWN_HEAD, HYDRANT_ERR_NOT_TRAINABLE (the message
+ * names the node that prevents it) or HYDRANT_ERR_INVALID_ARGUMENT (no heads, a head given
+ * twice or without a task, a parameter out of range).
+ * Thread safety: may run while other threads run the model.
+ */
+hydrant_status hydrant_trainer_new(const hydrant_model *model,
+                                   const char *const *heads,
+                                   const char *const *tasks,
+                                   size_t n_heads,
+                                   const hydrant_train_params *params,
+                                   hydrant_trainer **out);
+
+/**
+ * Creates a trainer for the heads of the safetensors head file at `heads_path` (as written by
+ * hydrant_trainer_save_heads() or hydrant_model_save_heads()), in file order. `tasks` is NULL or
+ * one entry per head in the file, as in hydrant_trainer_new(); heads saved by a trainer keep
+ * their task. Optimizer state in the file is not used (continue a run with
+ * hydrant_trainer_resume()).
+ *
+ * Returns as hydrant_trainer_new(); also HYDRANT_ERR_IO and HYDRANT_ERR_INVALID_MODEL.
+ */
+hydrant_status hydrant_trainer_new_from_file(const char *heads_path,
+                                             const char *const *tasks,
+                                             const hydrant_train_params *params,
+                                             hydrant_trainer **out);
+
+/**
+ * Creates a trainer for new heads described in JSON (`spec_json`: one head description or a
+ * list of them, the `hydrant.heads` format of head files, see docs/FORMAT.md), each with a task,
+ * initialised as PyTorch initialises its layers from `params->seed`. For example:
+ * `{"name": "prime", "inputs": ["features"], "layers": [{"kind": "linear", "in_features": 64,
+ * "out_features": 2}], "task": {"loss": "cross_entropy", "classes": 2}}`.
+ *
+ * Returns as hydrant_trainer_new(); HYDRANT_ERR_INVALID_ARGUMENT also for JSON that does not
+ * describe heads.
+ */
+hydrant_status hydrant_trainer_new_from_spec(const char *spec_json,
+                                             const hydrant_train_params *params,
+                                             hydrant_trainer **out);
+
+/**
+ * Creates a trainer that continues the run saved by hydrant_trainer_save_checkpoint() at
+ * `checkpoint_path`: heads, optimizer state, epoch, random stream, early-stopping state and
+ * history. Give it the same `params` as the run that wrote it, and add the same samples again
+ * before hydrant_trainer_fit(); the resumed run then equals an uninterrupted one.
+ *
+ * Returns as hydrant_trainer_new_from_file(); HYDRANT_ERR_INVALID_MODEL also for a file that is
+ * not a checkpoint or was written with other weighting.
+ */
+hydrant_status hydrant_trainer_resume(const char *checkpoint_path,
+                                      const hydrant_train_params *params,
+                                      hydrant_trainer **out);
+
+/**
+ * Frees a trainer and its feature cache (a cache file, if any, is removed). NULL is a no-op.
+ */
+void hydrant_trainer_free(hydrant_trainer *trainer);
+
+/**
+ * Number of heads the trainer trains (0 for NULL).
+ */
+size_t hydrant_trainer_head_count(const hydrant_trainer *trainer);
+
+/**
+ * Name of trainer head `index` (the order labels are given in), owned by the trainer and valid
+ * until it is freed; NULL when `trainer` is NULL or `index` is out of range.
+ */
+const char *hydrant_trainer_head_name(const hydrant_trainer *trainer, size_t index);
+
+/**
+ * Number of samples added so far (0 for NULL).
+ */
+size_t hydrant_trainer_sample_count(const hydrant_trainer *trainer);
+
+/**
+ * Number of epochs run so far, resumed ones included (0 for NULL).
+ */
+size_t hydrant_trainer_epoch_count(const hydrant_trainer *trainer);
+
+/**
+ * Adds samples from model inputs: `model` computes the trunk tensors the heads read (once per
+ * sample, a few hundred samples per call) and the trainer caches them with the labels.
+ *
+ * `inputs[0..n_inputs]` are matched to model inputs as in hydrant_model_run(); axis 0 of every
+ * input is the sample axis. `labels` holds one entry per trainer head, in trainer head order
+ * (`n_labels` must equal hydrant_trainer_head_count()): a tensor of labels for those samples
+ * (axis 0 the samples: class indices of an integer type for cross-entropy, floats otherwise,
+ * shaped like the head's output per sample without the class axis for cross-entropy), or NULL
+ * when those samples have no label for that head. Everything is read only during the call.
+ * Samples cannot be added once hydrant_trainer_fit() or hydrant_trainer_evaluate() has run.
+ *
+ * Returns HYDRANT_OK, HYDRANT_ERR_NULL_ARGUMENT, HYDRANT_ERR_BAD_INPUT, HYDRANT_ERR_BAD_TENSOR
+ * (labels of the wrong shape, type or count), HYDRANT_ERR_MISSING_FEATURE (the model lacks a
+ * tensor a head reads), HYDRANT_ERR_INVALID_ARGUMENT or HYDRANT_ERR_BACKEND. On failure the
+ * samples of the chunks already cached stay added.
+ * Thread safety: the model may be run by other threads meanwhile.
+ */
+hydrant_status hydrant_trainer_add_samples(hydrant_trainer *trainer,
+                                           const hydrant_model *model,
+                                           const hydrant_tensor *const *inputs,
+                                           size_t n_inputs,
+                                           const hydrant_tensor *const *labels,
+                                           size_t n_labels);
+
+/**
+ * Adds samples from trunk features (from hydrant_model_trunk(), or hydrant_features_new() with
+ * tensors stored earlier): every tensor the heads read, axis 0 the samples. `labels` as in
+ * hydrant_trainer_add_samples().
+ *
+ * Returns HYDRANT_OK, HYDRANT_ERR_NULL_ARGUMENT, HYDRANT_ERR_MISSING_FEATURE,
+ * HYDRANT_ERR_BAD_TENSOR or HYDRANT_ERR_INVALID_ARGUMENT; on failure nothing is added.
+ */
+hydrant_status hydrant_trainer_add_features(hydrant_trainer *trainer,
+                                            const hydrant_features *features,
+                                            const hydrant_tensor *const *labels,
+                                            size_t n_labels);
+
+/**
+ * Trains for `epochs` epochs (0: `params.epochs`), calling `callback` (unless NULL) with each
+ * epoch's report and `user`; a non-zero return from it stops after that epoch, as does early
+ * stopping. A later call continues where this one stopped (epochs, optimizer state and the
+ * learning-rate schedule carry on). Writes the number of epochs run to `*epochs_run` unless it
+ * is NULL (0 on failure).
+ *
+ * Returns HYDRANT_OK, HYDRANT_ERR_NULL_ARGUMENT, or HYDRANT_ERR_INVALID_ARGUMENT (no samples,
+ * a head without labelled samples, a loss that became infinite or NaN: lower the learning rate
+ * or clip gradients). After a failure the heads hold the weights of the last finished step.
+ */
+hydrant_status hydrant_trainer_fit(hydrant_trainer *trainer,
+                                   size_t epochs,
+                                   hydrant_epoch_callback callback,
+                                   void *user,
+                                   size_t *epochs_run);
+
+/**
+ * Measures every head in inference mode on the validation samples (all samples without a
+ * validation split) and writes one entry per head, in trainer head order, to
+ * `metrics[0..*n_metrics]`. When `capacity` is below the head count, writes nothing, sets
+ * `*n_metrics` to the head count and returns HYDRANT_ERR_CAPACITY.
+ *
+ * Returns HYDRANT_OK, HYDRANT_ERR_NULL_ARGUMENT, HYDRANT_ERR_CAPACITY or
+ * HYDRANT_ERR_INVALID_ARGUMENT (a head ending in Softmax: evaluate its logits).
+ */
+hydrant_status hydrant_trainer_evaluate(hydrant_trainer *trainer,
+                                        hydrant_task_metrics *metrics,
+                                        size_t capacity,
+                                        size_t *n_metrics);
+
+/**
+ * Writes the trainer's heads with their current weights to a safetensors head file at `path`
+ * (replaced atomically), with their optimizer state when `with_optimizer` is non-zero. The file
+ * loads with hydrant_model_swap_heads(), hydrant_model_load_parts(),
+ * hydrant_trainer_new_from_file() and PyTorch's `safetensors.torch.load_file`.
+ *
+ * Returns HYDRANT_OK, HYDRANT_ERR_NULL_ARGUMENT or HYDRANT_ERR_IO.
+ */
+hydrant_status hydrant_trainer_save_heads(hydrant_trainer *trainer,
+                                          const char *path,
+                                          int with_optimizer);
+
+/**
+ * Writes the trainer's whole state (heads, optimizer state, epoch, random stream, weighting and
+ * early-stopping state, history) to `path` (replaced atomically), to continue later with
+ * hydrant_trainer_resume(). The file is also a head file.
+ *
+ * Returns HYDRANT_OK, HYDRANT_ERR_NULL_ARGUMENT or HYDRANT_ERR_IO.
+ */
+hydrant_status hydrant_trainer_save_checkpoint(hydrant_trainer *trainer,
+                                               const char *path);
+
+/**
+ * Sets the trainer's heads, with their current weights, into `model`: each replaces the model's
+ * head of the same name or is added, all at once, as hydrant_model_swap_heads() does from a
+ * file (and with the same guarantees for threads running the model meanwhile). The trainer
+ * keeps training its own copy.
+ *
+ * Returns HYDRANT_OK, HYDRANT_ERR_NULL_ARGUMENT, or what hydrant_model_swap_heads() returns for
+ * a head that does not fit the model.
+ */
+hydrant_status hydrant_trainer_swap_into(hydrant_trainer *trainer,
+                                         const hydrant_model *model);
 
 #ifdef __cplusplus
 }  // extern "C"

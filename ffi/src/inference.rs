@@ -13,7 +13,7 @@ use std::ffi::c_char;
 ///
 /// # Safety
 /// `inputs` is NULL or `n_inputs` pointers, each NULL or a live tensor.
-unsafe fn named_inputs(
+pub(crate) unsafe fn named_inputs(
     model: &hydrant_model,
     inputs: *const *const hydrant_tensor,
     n_inputs: usize,

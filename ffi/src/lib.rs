@@ -31,6 +31,12 @@ pub mod model;
 pub mod inference;
 // Then:
 pub mod features;
+// Then:
+pub mod heads;
+// Then:
+pub mod train_params;
+// Then:
+pub mod trainer;
 
 #[cfg(test)]
 mod null_args;

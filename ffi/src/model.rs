@@ -5,6 +5,7 @@ use crate::ptr;
 use crate::tensor::{dtype_to_c, hydrant_dtype, HYDRANT_DTYPE_UNDEFINED};
 use hydrant::{Device, Dim, LoadOptions, Model};
 use std::ffi::{c_char, c_void, CString};
+use std::sync::Mutex;
 
 /// Where a model runs: one of the HYDRANT_DEVICE_* values.
 pub type hydrant_device = i32;
@@ -45,9 +46,10 @@ pub struct hydrant_model_params {
 /// hydrant_model_free().
 pub struct hydrant_model {
     model: Model,
-    heads: Vec<CString>,
-    /// Number of outputs of each head, in head order.
-    head_outputs: Vec<usize>,
+    /// Every head name the model has had, as C strings handed out by hydrant_model_head_name().
+    /// Only ever grows (swaps keep names, additions add), so the pointers live as long as the
+    /// model even while other threads set heads.
+    names: Mutex<Vec<CString>>,
     inputs: Vec<InputInfo>,
 }
 
@@ -60,8 +62,7 @@ struct InputInfo {
 
 impl hydrant_model {
     fn new(model: Model) -> hydrant_model {
-        let heads = model.head_names().iter().map(|n| ptr::c_name(n)).collect();
-        let head_outputs = model.split().heads.iter().map(|h| h.outputs.len()).collect();
+        let names = Mutex::new(model.head_names().iter().map(|n| ptr::c_name(n)).collect());
         let inputs = model
             .inputs()
             .iter()
@@ -78,7 +79,7 @@ impl hydrant_model {
                     .collect(),
             })
             .collect();
-        hydrant_model { model, heads, head_outputs, inputs }
+        hydrant_model { model, names, inputs }
     }
 
     /// The model held.
@@ -92,18 +93,40 @@ impl hydrant_model {
     }
 
     /// Number of outputs that running `heads` (all when empty) produces; unknown heads are errors.
+    /// Heads set while this runs keep their outputs (a swap keeps the output names), so only an
+    /// added head can change the count of "all heads", which the run then reports as too little
+    /// capacity.
     pub(crate) fn output_count(&self, heads: &[&str]) -> FfiResult<usize> {
+        let split = self.model.split();
         if heads.is_empty() {
-            return Ok(self.head_outputs.iter().sum());
+            return Ok(split.heads.iter().map(|h| h.outputs.len()).sum());
         }
         let mut seen = Vec::with_capacity(heads.len());
         for name in heads {
-            let index = self.model.split().head_index(name)?;
+            let index = split.head_index(name)?;
             if !seen.contains(&index) {
                 seen.push(index);
             }
         }
-        Ok(seen.iter().map(|&i| self.head_outputs[i]).sum())
+        Ok(seen.iter().map(|&i| split.heads[i].outputs.len()).sum())
+    }
+
+    /// The model's name for head `index` now, as a C string that lives as long as the model.
+    fn head_name(&self, index: usize) -> FfiResult<*const c_char> {
+        let heads = self.model.head_names();
+        let name = heads.get(index).ok_or_else(|| {
+            Failure::invalid(format!("head index {index} out of range ({})", heads.len()))
+        })?;
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        let c = ptr::c_name(name);
+        let at = match names.iter().position(|n| *n == c) {
+            Some(i) => i,
+            None => {
+                names.push(c);
+                names.len() - 1
+            }
+        };
+        Ok(names[at].as_ptr())
     }
 
     fn input(&self, index: usize) -> FfiResult<&InputInfo> {
@@ -120,7 +143,7 @@ pub extern "C" fn hydrant_model_default_params() -> hydrant_model_params {
     guard_value(DEFAULT_PARAMS, || Ok(DEFAULT_PARAMS))
 }
 
-const DEFAULT_PARAMS: hydrant_model_params = hydrant_model_params {
+pub(crate) const DEFAULT_PARAMS: hydrant_model_params = hydrant_model_params {
     threads: 0,
     device: HYDRANT_DEVICE_AUTO,
     device_index: 0,
@@ -134,7 +157,7 @@ const DEFAULT_PARAMS: hydrant_model_params = hydrant_model_params {
 ///
 /// # Safety
 /// `params.cut_points` is NULL or `params.n_cut_points` C strings.
-unsafe fn options(params: &hydrant_model_params) -> FfiResult<LoadOptions> {
+pub(crate) unsafe fn options(params: &hydrant_model_params) -> FfiResult<LoadOptions> {
     let mut options = LoadOptions::new();
     if params.threads > 0 {
         options = options.threads(params.threads as usize);
@@ -214,7 +237,8 @@ pub unsafe extern "C" fn hydrant_model_load_from_memory(
     })
 }
 
-fn into_raw(model: Model) -> *mut hydrant_model {
+/// Moves a model to the heap and hands C its pointer.
+pub(crate) fn into_raw(model: Model) -> *mut hydrant_model {
     Box::into_raw(Box::new(hydrant_model::new(model)))
 }
 
@@ -235,25 +259,20 @@ pub unsafe extern "C" fn hydrant_model_free(model: *mut hydrant_model) {
 #[no_mangle]
 pub unsafe extern "C" fn hydrant_model_head_count(model: *const hydrant_model) -> usize {
     // SAFETY: NULL or a live model (header contract).
-    guard_value(0, || Ok(unsafe { ptr::borrow(model, "model")? }.heads.len()))
+    guard_value(0, || Ok(unsafe { ptr::borrow(model, "model")? }.model.head_names().len()))
 }
 
 /// Name of head `index` (heads in the order of their first output; a head is named after its
-/// first output). Owned by the model, valid until it is freed. NULL when `model` is NULL or
+/// first output; heads added by hydrant_model_swap_heads() come after the file's). Owned by the
+/// model, valid until it is freed, even after heads are set. NULL when `model` is NULL or
 /// `index` is out of range.
 #[no_mangle]
 pub unsafe extern "C" fn hydrant_model_head_name(
     model: *const hydrant_model,
     index: usize,
 ) -> *const c_char {
-    guard_value(std::ptr::null(), || {
-        // SAFETY: NULL or a live model (header contract).
-        let m = unsafe { ptr::borrow(model, "model")? };
-        let name = m.heads.get(index).ok_or_else(|| {
-            Failure::invalid(format!("head index {index} out of range ({})", m.heads.len()))
-        })?;
-        Ok(name.as_ptr())
-    })
+    // SAFETY: NULL or a live model (header contract).
+    guard_value(std::ptr::null(), || unsafe { ptr::borrow(model, "model")? }.head_name(index))
 }
 
 /// Sets `*out` to the number of output tensors hydrant_model_run() or hydrant_model_heads()

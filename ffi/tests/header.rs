@@ -14,6 +14,9 @@ const SECTIONS: &[(&str, &str)] = &[
     ("hydrant_model_default_params", "Models: loading and description"),
     ("hydrant_model_run", "Inference"),
     ("hydrant_features_new", "Features"),
+    ("hydrant_model_load_parts", "Heads: head files, swaps, trainability, export"),
+    ("hydrant_train_params_default", "Training parameters"),
+    ("hydrant_trainer_new", "Fine-tuning heads"),
 ];
 
 fn crate_dir() -> PathBuf {
