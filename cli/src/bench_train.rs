@@ -264,6 +264,7 @@ fn finetune(
     Ok((ms, reports.last().and_then(|r| r.train.first()).map_or(f64::NAN, |m| m.loss)))
 }
 
+/// Runs the measurements (and PyTorch's side with `--vs-torch`) and prints the table.
 pub fn main(args: Args) -> hydrant::Result<()> {
     if args.cpu_time && (args.threads != 1 || process_cpu_ms().is_none()) {
         return Err(Error::InvalidArgument(

@@ -155,3 +155,63 @@ impl<T: Real> Network<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::head::Init;
+    use crate::train::spec::LayerSpec;
+
+    fn grads(net: &mut Network<f64>, x: &Array<f64>, params_only: bool) -> Vec<Vec<f64>> {
+        net.zero_grad();
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut pass = Pass { training: true, frozen_batchnorm: false, rng: &mut rng };
+        let y = net.forward(x.clone(), &mut pass).unwrap();
+        let dy = y.map(|v| v.sin() + 0.5);
+        if params_only {
+            net.backward_params(dy).unwrap();
+        } else {
+            net.backward(dy).unwrap();
+        }
+        net.params().iter().map(|p| p.grad.data().to_vec()).collect()
+    }
+
+    #[test]
+    fn parameter_gradients_are_the_same_without_the_input_gradient() {
+        let conv = |i, o, k, p| LayerSpec::Conv2d {
+            in_channels: i,
+            out_channels: o,
+            kernel_size: k,
+            stride: 1,
+            padding: p,
+            dilation: 1,
+            groups: 1,
+            bias: true,
+        };
+        let heads = [
+            vec![
+                LayerSpec::GlobalAvgPool { keep_dims: false },
+                LayerSpec::Linear { in_features: 3, out_features: 4, bias: true },
+                LayerSpec::Relu,
+                LayerSpec::Linear { in_features: 4, out_features: 2, bias: true },
+            ],
+            vec![
+                conv(3, 4, 3, 1),
+                LayerSpec::BatchNorm2d { num_features: 4, eps: 1e-5, momentum: 0.1 },
+                LayerSpec::Relu,
+                conv(4, 2, 1, 0),
+            ],
+        ];
+        let x: Vec<f64> = (0..2 * 3 * 5 * 5).map(|i| (i as f64 * 0.37).cos()).collect();
+        let x = Array::new(&[2, 3, 5, 5], x).unwrap();
+        for layers in heads {
+            let spec = HeadSpec::new("h", "x", layers, None);
+            let head = Head::init(spec, Init::KaimingUniform, 3).unwrap();
+            let mut net = Network::<f64>::new(&head).unwrap();
+            let full = grads(&mut net, &x, false);
+            let only = grads(&mut net, &x, true);
+            assert!(full.iter().all(|g| g.iter().any(|v| *v != 0.0)));
+            assert_eq!(full, only);
+        }
+    }
+}
