@@ -1,6 +1,6 @@
 //! `--plot`: loss and metric curves per task as a PNG (plotters, bitmap backend, no fonts).
 //!
-//! One row per head: its loss on the left, its main metric (accuracy, mIoU or MAE) on the right;
+//! One row per head, titled with its name: its loss on the left, its main metric (accuracy, mIoU or MAE) on the right;
 //! training in blue, validation in orange, epochs along x. Each panel's range is written in its
 //! corner with a built-in pixel font (no system fonts needed).
 
@@ -82,8 +82,10 @@ fn draw(
     for (i, area) in panels.iter().enumerate() {
         let (head, pick) = (i / 2, picks[i % 2]);
         let lines = [series(history, head, false, pick), series(history, head, true, pick)];
-        let title = if i % 2 == 0 { "LOSS" } else { metric_name(&history[0].train[head]) };
-        panel(area, title, &lines)?;
+        let m = &history[0].train[head];
+        let name: String = m.head.chars().take(16).collect();
+        let title = format!("{name} {}", if i % 2 == 0 { "LOSS" } else { metric_name(m) });
+        panel(area, &title, &lines)?;
     }
     root.present()?;
     Ok(())

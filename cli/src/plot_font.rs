@@ -1,5 +1,5 @@
-//! A 3×5 pixel font for the few characters plot labels use (digits, `.`, `-`, `+`, and the
-//! capitals of the metric names), drawn as filled squares: no font files or system fonts.
+//! A 3×5 pixel font for plot labels (digits, capitals — lower case drawn as capitals — and
+//! `. - + : _ /`), drawn as filled squares: no font files or system fonts.
 
 use plotters::prelude::*;
 
@@ -23,7 +23,19 @@ fn glyph(c: char) -> [u8; 5] {
         '-' => [0, 0, 7, 0, 0],
         '+' => [0, 2, 7, 2, 0],
         ':' => [0, 2, 0, 2, 0],
+        '_' => [0, 0, 0, 0, 7],
+        '/' => [1, 1, 2, 4, 4],
         'A' => [2, 5, 7, 5, 5],
+        'B' => [6, 5, 6, 5, 6],
+        'D' => [6, 5, 5, 5, 6],
+        'G' => [7, 4, 5, 5, 7],
+        'J' => [1, 1, 1, 5, 7],
+        'K' => [5, 5, 6, 5, 5],
+        'Q' => [7, 5, 5, 7, 1],
+        'W' => [5, 5, 7, 7, 5],
+        'X' => [5, 5, 2, 5, 5],
+        'Y' => [5, 5, 2, 2, 2],
+        'Z' => [7, 1, 2, 4, 7],
         'C' => [7, 4, 4, 4, 7],
         'E' => [7, 4, 7, 4, 7],
         'F' => [7, 4, 7, 4, 4],
