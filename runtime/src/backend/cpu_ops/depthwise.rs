@@ -273,9 +273,14 @@ fn plane_body<const FMA: bool>(
                 row[pad_left..pad_left + n].copy_from_slice(&line[..n]);
                 row[pad_left + n..].fill(0.0);
             } else {
-                for (i, v) in row.iter_mut().enumerate() {
-                    let ix = (2 * i + col_phase).wrapping_sub(pad_left);
-                    *v = if ix < w { line[ix] } else { 0.0 };
+                // Columns `lo..hi` lie inside the input row (`2i + col_phase - pad_left`).
+                let lo = pad_left.saturating_sub(col_phase).div_ceil(2).min(width);
+                let hi = (w + pad_left).saturating_sub(col_phase).div_ceil(2).clamp(lo, width);
+                row[..lo].fill(0.0);
+                row[hi..].fill(0.0);
+                let first = 2 * lo + col_phase - pad_left;
+                for (v, &x) in row[lo..hi].iter_mut().zip(line[first..].iter().step_by(2)) {
+                    *v = x;
                 }
             }
         }

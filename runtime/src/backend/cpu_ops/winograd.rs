@@ -376,7 +376,9 @@ mod tests {
             let (n, names) = ops(case);
             assert!(n == 1 && names.iter().any(|o| o == "Im2colConv"), "{case:?}: {names:?}");
         }
-        for case in [ConvCase { kernel: 1, pads: [0; 4], ..base }, ConvCase { cout: 8, ..base }] {
+        let strided_wide = ConvCase { cin: 64, stride: 2, ..base };
+        let one_by_one = ConvCase { kernel: 1, pads: [0; 4], ..base };
+        for case in [one_by_one, ConvCase { cout: 8, ..base }, strided_wide] {
             assert_eq!(ops(case).0, 0, "{case:?}");
         }
     }
