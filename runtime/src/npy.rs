@@ -142,7 +142,8 @@ fn decode(dtype: DType, body: &[u8]) -> std::result::Result<TensorData, String> 
 }
 
 fn parse_descr(descr: &str) -> std::result::Result<(DType, bool), String> {
-    let (order, code) = descr.split_at(descr.len().min(1));
+    // The byte-order mark is one character; a multi-byte one must not split a character.
+    let (order, code) = descr.split_at(descr.chars().next().map_or(0, char::len_utf8));
     let big = order == ">";
     if !matches!(order, "<" | ">" | "|" | "=") {
         return Err(format!("unsupported dtype '{descr}'"));
@@ -190,6 +191,14 @@ fn parse_shape(s: &str) -> std::result::Result<Vec<usize>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_multi_byte_byte_order_mark_is_an_error_not_a_panic() {
+        for descr in ["\u{6be}f4", "\u{1F600}", "\u{e9}"] {
+            let e = parse_descr(descr).unwrap_err();
+            assert!(e.contains("unsupported dtype"), "{descr}: {e}");
+        }
+    }
 
     #[test]
     fn round_trips_every_dtype() {
