@@ -350,3 +350,13 @@ fn heads_swap_while_eight_threads_run_the_model() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("8 readers, 102 swaps, ") && text.contains(" 0 mismatches"), "{text}");
 }
+
+#[test]
+fn cpp_finetune_example_trains_through_the_wrapper() {
+    let exe = build("g++", "c++17", &[example("cpp/finetune.cpp")], "finetune_cpp", "hydrant");
+    let out = run(finetune_args(&mut Command::new(&exe), "digit_cpp.safetensors"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(text.lines().filter(|l| l.starts_with("epoch ")).count(), 3, "{text}");
+    assert!(printed_accuracy(&out.stdout, "accuracy") > 0.9, "{text}");
+    assert!(work().join("digit_cpp.safetensors").is_file());
+}
