@@ -442,6 +442,11 @@ typedef struct hydrant_epoch_report {
      */
     const hydrant_task_metrics *validation;
     /**
+     * Each head's loss at each step of the epoch: `n_heads` × `steps` values, head by head (NaN
+     * where a step did not train that head).
+     */
+    const float *step_losses;
+    /**
      * Wall time of the epoch in seconds.
      */
     double seconds;

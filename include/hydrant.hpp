@@ -17,6 +17,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <stdexcept>
@@ -297,6 +299,44 @@ class model {
         });
     }
 
+    /** Sets the heads of a safetensors head file, all at once (safe while other threads run). */
+    void swap_heads(const std::string &heads_path) const {
+        check(hydrant_model_swap_heads(p_.get(), heads_path.c_str()));
+    }
+
+    /** Writes heads (all when empty) to a safetensors head file. */
+    void save_heads(const std::string &path, const std::vector<std::string> &heads = {}) const {
+        auto names = detail::c_strings(heads);
+        check(hydrant_model_save_heads(p_.get(), names.data(), names.size(), path.c_str()));
+    }
+
+    /** "" when head `name` can be trained, else why not (the node that prevents it). */
+    std::string why_not_trainable(const std::string &name) const {
+        hydrant_status s = hydrant_model_head_trainable(p_.get(), name.c_str());
+        if (s == HYDRANT_ERR_NOT_TRAINABLE) {
+            return hydrant_last_error();
+        }
+        check(s);
+        return std::string();
+    }
+
+    /** Loads an ONNX trunk with the heads of a head file. */
+    static model load_parts(const std::string &onnx, const std::string &heads,
+                            const params &p = params()) {
+        auto cuts = detail::c_strings(p.cut_points);
+        hydrant_model *m = nullptr;
+        check(hydrant_model_load_parts(onnx.c_str(), heads.c_str(), to_c(p, cuts), &m));
+        return model(m);
+    }
+
+    /** Loads a whole model (trunk and heads) from one safetensors file. */
+    static model load_safetensors(const std::string &path, const params &p = params()) {
+        auto cuts = detail::c_strings(p.cut_points);
+        hydrant_model *m = nullptr;
+        check(hydrant_model_load_safetensors(path.c_str(), to_c(p, cuts), &m));
+        return model(m);
+    }
+
     /** The C handle, still owned by this object. */
     const hydrant_model *get() const noexcept { return p_.get(); }
 
@@ -342,6 +382,163 @@ class model {
     }
 
     std::unique_ptr<hydrant_model, detail::model_free> p_;
+};
+
+/** Training parameters: hydrant_train_params_default() with chainable setters; `c` is the C
+    struct for the fields without a setter. */
+struct train_params {
+    hydrant_train_params c = hydrant_train_params_default();
+    train_params &epochs(std::uint32_t n) { c.epochs = n; return *this; }
+    train_params &batch_size(std::uint32_t n) { c.batch_size = n; return *this; }
+    train_params &lr(float v) { c.lr = v; return *this; }
+    train_params &seed(std::uint64_t v) { c.seed = v; return *this; }
+    train_params &shuffle(bool v) { c.shuffle = v; return *this; }
+    train_params &sgd(float momentum, float weight_decay = 0, bool nesterov = false) {
+        c.optimizer = HYDRANT_OPTIMIZER_SGD;
+        c.momentum = momentum;
+        c.weight_decay = weight_decay;
+        c.nesterov = nesterov;
+        return *this;
+    }
+    train_params &adamw(float weight_decay = 0.01f) {
+        c.optimizer = HYDRANT_OPTIMIZER_ADAMW;
+        c.weight_decay = weight_decay;
+        return *this;
+    }
+    train_params &validation_fraction(float v) { c.validation_fraction = v; return *this; }
+    train_params &threads(std::uint32_t n) { c.threads = n; return *this; }
+};
+
+/** Heads being fine-tuned (the C hydrant_trainer); used by one thread at a time. */
+class trainer {
+  public:
+    /** Per-epoch callback: return false to stop training. */
+    using callback = std::function<bool(const hydrant_epoch_report &)>;
+
+    /** A trainer for heads of `m`; each task is a loss name, JSON, or "" for the head's own. */
+    trainer(const model &m, const std::vector<std::string> &heads,
+            const std::vector<std::string> &tasks = {}, const train_params &p = train_params()) {
+        auto names = detail::c_strings(heads);
+        std::vector<const char *> t;
+        for (const auto &task : tasks) {
+            t.push_back(task.empty() ? nullptr : task.c_str());
+        }
+        if (!tasks.empty() && tasks.size() != heads.size()) {
+            throw error(HYDRANT_ERR_INVALID_ARGUMENT, "give one task per head, or none");
+        }
+        hydrant_trainer *raw = nullptr;
+        check(hydrant_trainer_new(m.get(), names.data(), tasks.empty() ? nullptr : t.data(),
+                                  names.size(), &p.c, &raw));
+        p_.reset(raw);
+    }
+
+    /** A trainer for the heads of a head file (they keep their tasks). */
+    static trainer from_file(const std::string &heads_path, const train_params &p = train_params()) {
+        hydrant_trainer *raw = nullptr;
+        check(hydrant_trainer_new_from_file(heads_path.c_str(), nullptr, &p.c, &raw));
+        return trainer(raw);
+    }
+
+    /** Continues a run saved by save_checkpoint() (same parameters and samples again). */
+    static trainer resume(const std::string &path, const train_params &p = train_params()) {
+        hydrant_trainer *raw = nullptr;
+        check(hydrant_trainer_resume(path.c_str(), &p.c, &raw));
+        return trainer(raw);
+    }
+
+    /** Head names, in the order labels are given in. */
+    std::vector<std::string> head_names() const {
+        std::vector<std::string> out;
+        for (std::size_t i = 0; i < hydrant_trainer_head_count(p_.get()); i++) {
+            out.emplace_back(hydrant_trainer_head_name(p_.get(), i));
+        }
+        return out;
+    }
+
+    /** Samples added so far. */
+    std::size_t samples() const { return hydrant_trainer_sample_count(p_.get()); }
+
+    /** Adds samples from model inputs; one label tensor (or nullptr) per head. */
+    void add_samples(const model &m, const std::vector<const tensor *> &inputs,
+                     const std::vector<const tensor *> &labels) {
+        auto in = raw(inputs);
+        auto l = raw(labels);
+        check(hydrant_trainer_add_samples(p_.get(), m.get(), in.data(), in.size(), l.data(),
+                                          l.size()));
+    }
+
+    /** Adds samples from trunk features; one label tensor (or nullptr) per head. */
+    void add_features(const features &f, const std::vector<const tensor *> &labels) {
+        auto l = raw(labels);
+        check(hydrant_trainer_add_features(p_.get(), f.get(), l.data(), l.size()));
+    }
+
+    /** Trains `epochs` epochs (0: the parameters' count); returns the epochs run. An exception
+        thrown by `on_epoch` stops training and is rethrown here. */
+    std::size_t fit(std::size_t epochs = 0, const callback &on_epoch = callback()) {
+        struct state {
+            const callback *f;
+            std::exception_ptr thrown;
+        } s{&on_epoch, nullptr};
+        auto trampoline = [](const hydrant_epoch_report *r, void *user) -> int {
+            auto *st = static_cast<state *>(user);
+            try {
+                return (*st->f)(*r) ? 0 : 1;
+            } catch (...) {
+                st->thrown = std::current_exception();
+                return 1;
+            }
+        };
+        std::size_t run = 0;
+        hydrant_status status =
+            hydrant_trainer_fit(p_.get(), epochs, on_epoch ? +trampoline : nullptr, &s, &run);
+        if (s.thrown) {
+            std::rethrow_exception(s.thrown);
+        }
+        check(status);
+        return run;
+    }
+
+    /** Metrics of every head (validation samples, or all without a split). */
+    std::vector<hydrant_task_metrics> evaluate() {
+        std::vector<hydrant_task_metrics> out(hydrant_trainer_head_count(p_.get()));
+        std::size_t n = 0;
+        check(hydrant_trainer_evaluate(p_.get(), out.data(), out.size(), &n));
+        out.resize(n);
+        return out;
+    }
+
+    /** Writes the heads (with optimizer state if asked) to a head file. */
+    void save_heads(const std::string &path, bool with_optimizer = false) {
+        check(hydrant_trainer_save_heads(p_.get(), path.c_str(), with_optimizer ? 1 : 0));
+    }
+
+    /** Writes the whole training state, to continue with resume(). */
+    void save_checkpoint(const std::string &path) {
+        check(hydrant_trainer_save_checkpoint(p_.get(), path.c_str()));
+    }
+
+    /** Sets the heads, as trained so far, into `m` (safe while other threads run it). */
+    void swap_into(const model &m) { check(hydrant_trainer_swap_into(p_.get(), m.get())); }
+
+    /** The C handle, still owned by this object. */
+    hydrant_trainer *get() const noexcept { return p_.get(); }
+
+  private:
+    struct trainer_free {
+        void operator()(hydrant_trainer *t) const noexcept { hydrant_trainer_free(t); }
+    };
+    explicit trainer(hydrant_trainer *t) noexcept : p_(t) {}
+
+    static std::vector<const hydrant_tensor *> raw(const std::vector<const tensor *> &ts) {
+        std::vector<const hydrant_tensor *> out;
+        for (const tensor *t : ts) {
+            out.push_back(t ? t->get() : nullptr);
+        }
+        return out;
+    }
+
+    std::unique_ptr<hydrant_trainer, trainer_free> p_;
 };
 
 } // namespace hydrant

@@ -40,6 +40,8 @@ pub mod trainer;
 
 #[cfg(test)]
 mod null_args;
+#[cfg(test)]
+mod train_tests;
 
 #[cfg(test)]
 mod tests {

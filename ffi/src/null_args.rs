@@ -4,9 +4,12 @@
 use crate::error::hydrant_last_error;
 use crate::error::hydrant_status::{self, *};
 use crate::features::*;
+use crate::heads::*;
 use crate::inference::*;
 use crate::model::*;
 use crate::tensor::*;
+use crate::train_params::*;
+use crate::trainer::*;
 use std::ffi::{c_char, CStr};
 use std::ptr::{null, null_mut};
 
@@ -81,6 +84,57 @@ fn status_calls_report_each_null_argument() {
 }
 
 #[test]
+fn head_and_trainer_calls_report_each_null_argument() {
+    let params = hydrant_model_default_params();
+    let train = hydrant_train_params_default();
+    let mut model: *mut hydrant_model = poisoned();
+    let mut trainer: *mut hydrant_trainer = poisoned();
+    let mut n = 7usize;
+    let path = c"x.safetensors".as_ptr();
+    // SAFETY: every pointer is NULL or valid for what the call reads or writes.
+    unsafe {
+        null_error(hydrant_model_load_parts(null(), path, params, &mut model), "onnx_path");
+        assert!(model.is_null(), "out cleared before the failure");
+        null_error(hydrant_model_load_parts(path, null(), params, &mut model), "heads_path");
+        null_error(hydrant_model_load_parts(path, path, params, null_mut()), "out");
+        null_error(hydrant_model_load_safetensors(null(), params, &mut model), "path");
+        null_error(hydrant_model_load_safetensors(path, params, null_mut()), "out");
+        null_error(hydrant_model_swap_heads(null(), path), "model");
+        null_error(hydrant_model_save_heads(null(), null(), 0, path), "model");
+        null_error(hydrant_model_save_onnx(null(), path), "model");
+        null_error(hydrant_model_head_trainable(null(), path), "model");
+
+        null_error(hydrant_trainer_new(null(), null(), null(), 0, &train, &mut trainer), "model");
+        assert!(trainer.is_null(), "out cleared before the failure");
+        let new = hydrant_trainer_new(null(), null(), null(), 0, &train, null_mut());
+        null_error(new, "out");
+        null_error(
+            hydrant_trainer_new_from_file(null(), null(), &train, &mut trainer),
+            "heads_path",
+        );
+        null_error(hydrant_trainer_new_from_file(path, null(), null(), &mut trainer), "params");
+        null_error(hydrant_trainer_new_from_spec(null(), &train, &mut trainer), "spec_json");
+        null_error(hydrant_trainer_new_from_spec(c"{}".as_ptr(), null(), &mut trainer), "params");
+        null_error(hydrant_trainer_resume(null(), &train, &mut trainer), "checkpoint_path");
+        null_error(hydrant_trainer_resume(path, null(), &mut trainer), "params");
+        null_error(hydrant_trainer_resume(path, &train, null_mut()), "out");
+
+        let t = null_mut();
+        null_error(hydrant_trainer_add_samples(t, null(), null(), 0, null(), 0), "trainer");
+        null_error(hydrant_trainer_add_features(t, null(), null(), 0), "trainer");
+        null_error(hydrant_trainer_fit(t, 1, None, null_mut(), &mut n), "trainer");
+        assert_eq!(n, 0, "epochs_run cleared");
+        n = 7;
+        null_error(hydrant_trainer_evaluate(t, null_mut(), 0, &mut n), "trainer");
+        assert_eq!(n, 0, "n_metrics cleared");
+        null_error(hydrant_trainer_evaluate(t, null_mut(), 0, null_mut()), "n_metrics");
+        null_error(hydrant_trainer_save_heads(t, path, 1), "trainer");
+        null_error(hydrant_trainer_save_checkpoint(t, path), "trainer");
+        null_error(hydrant_trainer_swap_into(t, null()), "trainer");
+    }
+}
+
+#[test]
 fn accessors_return_their_failure_value_for_null() {
     // SAFETY: NULL is accepted by every accessor.
     unsafe {
@@ -105,6 +159,12 @@ fn accessors_return_their_failure_value_for_null() {
         assert_eq!(hydrant_features_count(null()), 0);
         assert!(hydrant_features_name(null(), 0).is_null());
         assert_eq!(last_error(), "features is NULL");
+        assert_eq!(hydrant_trainer_head_count(null()), 0);
+        assert!(hydrant_trainer_head_name(null(), 0).is_null());
+        assert_eq!(hydrant_trainer_sample_count(null()), 0);
+        assert_eq!(hydrant_trainer_epoch_count(null()), 0);
+        assert_eq!(last_error(), "trainer is NULL");
+        hydrant_trainer_free(null_mut());
         hydrant_model_free(null_mut());
         hydrant_tensor_free(null_mut());
         hydrant_features_free(null_mut());

@@ -70,6 +70,9 @@ pub struct hydrant_epoch_report {
     pub train: *const hydrant_task_metrics,
     /// Validation metrics of each head after the epoch; NULL without a validation split.
     pub validation: *const hydrant_task_metrics,
+    /// Each head's loss at each step of the epoch: `n_heads` × `steps` values, head by head (NaN
+    /// where a step did not train that head).
+    pub step_losses: *const f32,
     /// Wall time of the epoch in seconds.
     pub seconds: f64,
 }
@@ -258,6 +261,7 @@ pub unsafe extern "C" fn hydrant_trainer_new_from_file(
         // SAFETY: every pointer is NULL or valid as documented (header contract).
         unsafe { ptr::write(out, std::ptr::null_mut(), "out")? };
         let path = unsafe { ptr::string(heads_path, "heads_path")? };
+        unsafe { ptr::borrow(params, "params")? };
         let set = HeadSet::load(path)?;
         unsafe { make(set.heads, tasks, params, out) }
     })
@@ -445,6 +449,11 @@ unsafe fn report_epoch(
         report.train.iter().map(|m| c_metrics(names, m)).collect();
     let val: Vec<hydrant_task_metrics> =
         report.validation.iter().map(|m| c_metrics(names, m)).collect();
+    let losses: Vec<f32> = report
+        .step_losses
+        .iter()
+        .flat_map(|l| (0..report.steps).map(|i| l.get(i).copied().unwrap_or(f32::NAN)))
+        .collect();
     let c = hydrant_epoch_report {
         epoch: report.epoch,
         lr: report.lr,
@@ -453,6 +462,7 @@ unsafe fn report_epoch(
         weights: report.weights.as_ptr(),
         train: train.as_ptr(),
         validation: if val.is_empty() { std::ptr::null() } else { val.as_ptr() },
+        step_losses: losses.as_ptr(),
         seconds: report.seconds,
     };
     // SAFETY: the report and its arrays outlive the call (caller contract for the function).

@@ -288,3 +288,75 @@ fn one_model_runs_from_eight_threads() {
         assert!(text.contains("8 threads x 25 runs: 200 passed, 0 failed"), "{text}");
     }
 }
+
+/// The `LABEL: ... accuracy A` value a finetune example printed on the line starting `label`.
+fn printed_accuracy(stdout: &[u8], label: &str) -> f64 {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text.lines().find(|l| l.starts_with(label)).unwrap_or_else(|| panic!("{text}"));
+    line.rsplit(' ').next().and_then(|a| a.parse().ok()).unwrap_or_else(|| panic!("{line}"))
+}
+
+/// Runs a finetune example and checks what it printed: the head learned the new rule, and the
+/// head saved and loaded beside the ONNX file gives the same accuracy as the swapped one.
+fn check_finetune(out: &Output) {
+    let before = printed_accuracy(&out.stdout, "before:");
+    let after = printed_accuracy(&out.stdout, "after:");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(before < 0.8 && after > 0.9, "prime accuracy {before} -> {after}:\n{text}");
+    assert_eq!(after, printed_accuracy(&out.stdout, "reloaded:"), "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("epoch ")).count(), 8, "{text}");
+}
+
+fn finetune_args<'a>(cmd: &'a mut Command, out: &str) -> &'a mut Command {
+    cmd.arg(fixture("digits.onnx"))
+        .arg(fixture("digits_images.npy"))
+        .arg(fixture("digits_labels.npy"))
+        .arg(work().join(out))
+}
+
+#[test]
+fn c_finetune_example_learns_a_new_rule_natively_and_under_valgrind() {
+    require("valgrind");
+    let exe = build("gcc", "c11", &[example("c/finetune.c")], "finetune", "hydrant");
+    check_finetune(&run(finetune_args(&mut Command::new(&exe), "prime_c.safetensors")));
+    let out = run(finetune_args(
+        Command::new("valgrind")
+            .args(["--leak-check=full", "--error-exitcode=1"])
+            .arg(format!("--suppressions={}", repo().join("ffi/tests/valgrind.supp").display()))
+            .arg(&exe),
+        "prime_valgrind.safetensors",
+    ));
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(log.contains("ERROR SUMMARY: 0 errors"), "valgrind:\n{log}");
+    assert!(
+        log.contains("All heap blocks were freed") || log.contains("definitely lost: 0"),
+        "{log}"
+    );
+    check_finetune(&out);
+}
+
+#[test]
+fn heads_swap_while_eight_threads_run_the_model() {
+    let exe = build(
+        "gcc",
+        "c11",
+        &[repo().join("ffi/tests/c/swap_threads.c")],
+        "swap_threads",
+        "hydrant",
+    );
+    let dir = work().join("swaps");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = run(Command::new(&exe).arg(fixture("")).arg(&dir).args(["8", "17"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("8 readers, 102 swaps, ") && text.contains(" 0 mismatches"), "{text}");
+}
+
+#[test]
+fn cpp_finetune_example_trains_through_the_wrapper() {
+    let exe = build("g++", "c++17", &[example("cpp/finetune.cpp")], "finetune_cpp", "hydrant");
+    let out = run(finetune_args(&mut Command::new(&exe), "digit_cpp.safetensors"));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(text.lines().filter(|l| l.starts_with("epoch ")).count(), 3, "{text}");
+    assert!(printed_accuracy(&out.stdout, "accuracy") > 0.9, "{text}");
+    assert!(work().join("digit_cpp.safetensors").is_file());
+}
