@@ -224,32 +224,13 @@ fn print_profile(times: &[hydrant::NodeTime]) {
 }
 
 fn peer_ort(args: &Args, threads: usize) -> hydrant::Result<Value> {
-    let python = args.python.clone().unwrap_or_else(|| {
-        let venv = PathBuf::from(".venv/bin/python");
-        if venv.exists() {
-            venv
-        } else {
-            PathBuf::from("python3")
-        }
-    });
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/peer_ort.py");
-    let out = std::process::Command::new(&python)
-        .arg(&script)
-        .arg(&args.model.model)
-        .args(["--batch", &args.batch.to_string(), "--threads", &threads.to_string()])
-        .args(["--iters", &args.iters.to_string()])
-        .args(args.cpu_time.then_some("--cpu-time"))
-        .output()
-        .map_err(|e| Error::Io { path: python.clone(), source: e })?;
-    if !out.status.success() {
-        return Err(Error::InvalidArgument(format!(
-            "{} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
-        )));
+    let mut argv: Vec<std::ffi::OsString> = vec![args.model.model.clone().into()];
+    for (flag, value) in [("--batch", args.batch), ("--threads", threads), ("--iters", args.iters)]
+    {
+        argv.extend([flag.into(), value.to_string().into()]);
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().last().unwrap_or("");
-    serde_json::from_str(line)
-        .map_err(|e| Error::InvalidArgument(format!("peer_ort.py output `{line}`: {e}")))
+    if args.cpu_time {
+        argv.push("--cpu-time".into());
+    }
+    crate::peer::run(args.python.as_deref(), "peer_ort.py", argv)
 }

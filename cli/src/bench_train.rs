@@ -428,29 +428,5 @@ fn load_average() -> String {
 }
 
 fn peer_torch(args: &Args, plan: &Path) -> hydrant::Result<Value> {
-    let python = args.python.clone().unwrap_or_else(|| {
-        let venv = PathBuf::from(".venv/bin/python");
-        if venv.exists() {
-            venv
-        } else {
-            PathBuf::from("python3")
-        }
-    });
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/peer_torch.py");
-    let out = std::process::Command::new(&python)
-        .arg(&script)
-        .arg(plan)
-        .output()
-        .map_err(|e| Error::Io { path: python.clone(), source: e })?;
-    if !out.status.success() {
-        return Err(Error::InvalidArgument(format!(
-            "{} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
-        )));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().last().unwrap_or("");
-    serde_json::from_str(line)
-        .map_err(|e| Error::InvalidArgument(format!("peer_torch.py output `{line}`: {e}")))
+    crate::peer::run(args.python.as_deref(), "peer_torch.py", [plan])
 }

@@ -10,6 +10,7 @@ mod export_heads;
 mod finetune;
 mod inspect;
 mod layers;
+mod peer;
 mod plot;
 mod plot_font;
 mod run;

@@ -187,32 +187,27 @@ impl Pair {
 /// hold the cores.
 pub fn thread_cpu_ms() -> Option<f64> {
     #[cfg(unix)]
-    {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-        (rc == 0).then(|| ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6)
-    }
+    return cpu_clock_ms(libc::CLOCK_THREAD_CPUTIME_ID);
     #[cfg(not(unix))]
-    {
-        None
-    }
+    None
 }
 
 /// Milliseconds all threads of this process have spent on a CPU (`CLOCK_PROCESS_CPUTIME_ID`,
 /// threads that have ended included), or `None` where that clock is not available.
 pub fn process_cpu_ms() -> Option<f64> {
     #[cfg(unix)]
-    {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
-        (rc == 0).then(|| ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6)
-    }
+    return cpu_clock_ms(libc::CLOCK_PROCESS_CPUTIME_ID);
     #[cfg(not(unix))]
-    {
-        None
-    }
+    None
+}
+
+/// Reads a CPU-time clock in milliseconds.
+#[cfg(unix)]
+fn cpu_clock_ms(clock: libc::clockid_t) -> Option<f64> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
+    (rc == 0).then(|| ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6)
 }
 
 thread_local! {
