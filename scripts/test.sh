@@ -2,6 +2,7 @@
 # The project's test command (README): every crate's unit and integration tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/test_tools.sh
 # The kernel compile test needs NVRTC and the CUDA headers (PyPI wheels, no GPU needed).
 if [[ "${HYDRANT_SKIP_NVRTC:-0}" != 1 ]]; then
   bash scripts/cuda_wheels.sh

@@ -3,7 +3,7 @@
 //! (gcc and g++ through pkg-config, and CMake through `find_package(hydrant)`), run on the
 //! fixtures and compared with onnxruntime's outputs; the C programs also run under valgrind.
 //!
-//! Needs gcc, g++, pkg-config, cmake and valgrind (`.ci/run` installs the missing ones).
+//! Needs gcc, g++, pkg-config, cmake and valgrind (`scripts/test.sh` installs the missing ones).
 
 use hydrant_tests::{fixture, npy};
 use std::path::{Path, PathBuf};
@@ -30,7 +30,7 @@ fn require(tool: &str) {
     let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output();
     assert!(
         found.is_ok_and(|o| o.status.success()),
-        "`{tool}` is needed by the C interface tests: apt-get install {tool} (.ci/run does)"
+        "`{tool}` is needed by the C interface tests: apt-get install {tool} (scripts/test.sh does)"
     );
 }
 

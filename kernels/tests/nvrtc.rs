@@ -2,7 +2,7 @@
 //! warnings both fail, and every listed entry point must be in the PTX.
 //!
 //! Needs libnvrtc and the CUDA headers, from the PyPI wheels `nvidia-cuda-nvrtc==13.0.*` and
-//! `nvidia-cuda-runtime==13.0.*` (`.ci/run` installs them under `target/cuda-wheels/`).
+//! `nvidia-cuda-runtime==13.0.*` (`scripts/cuda_wheels.sh`, run by `scripts/test.sh`, installs them under `target/cuda-wheels/`).
 //! `HYDRANT_NVRTC_LIB` (folder of `libnvrtc.so.13`) and `HYDRANT_CUDA_INCLUDE` (folder of
 //! `cuda_fp16.h`) override those places. Without them the test fails, saying how to install
 //! them, unless `HYDRANT_SKIP_NVRTC=1`.
@@ -27,7 +27,7 @@ fn folder(var: &str, default: PathBuf, needs: &str) -> Result<PathBuf, String> {
             "{needs} not found in {} ({var}). Install the NVRTC 13.0 wheels:\n  \
              python3 -m pip install --no-deps --target target/cuda-wheels/nvrtc 'nvidia-cuda-nvrtc==13.0.*'\n  \
              python3 -m pip install --no-deps --target target/cuda-wheels/runtime 'nvidia-cuda-runtime==13.0.*'\n\
-             (as .ci/run does), or set {var}, or HYDRANT_SKIP_NVRTC=1 to skip this test.",
+             (bash scripts/cuda_wheels.sh; scripts/test.sh does), or set {var}, or HYDRANT_SKIP_NVRTC=1 to skip this test.",
             dir.display()
         ))
     }
