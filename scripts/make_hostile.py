@@ -29,6 +29,17 @@ def model(nodes, inits=(), inputs=None, outputs=None):
     return m
 
 
+def ints(name, values):
+    return numpy_helper.from_array(np.array(values, np.int64), name)
+
+
+def bomb(op, args, inits, inputs=None, attrs=None):
+    """`op` creating a huge tensor from a few bytes of shape arguments, as the model's output."""
+    node = helper.make_node(op, args, ["bomb"], name="bomb", **(attrs or {}))
+    out = [helper.make_tensor_value_info("bomb", TensorProto.FLOAT, None)]
+    return model([node], inits, inputs=inputs, outputs=out)
+
+
 def add_w(w):
     return model([helper.make_node("Add", ["x", "w"], ["y"], name="add")], [w])
 
@@ -230,6 +241,13 @@ ONNX_REASONS = {
     "duplicate_initializer": "initializer `w` is listed twice",
     "duplicate_input": "graph input `x` is listed twice",
     "writes_its_input": "which is a graph input",
+    "bomb_constant_of_shape": "node `bomb` (ConstantOfShape) creates a tensor",
+    "bomb_expand": "node `bomb` (Expand) creates a tensor",
+    "bomb_tile": "node `bomb` (Tile) creates a tensor",
+    "bomb_range": "node `bomb` (Range) creates a tensor",
+    "bomb_resize": "node `bomb` (Resize) creates a tensor",
+    "bomb_from_batch_size": "node `bomb` (ConstantOfShape) creates a tensor",
+    "bomb_from_input_values": "shape input is variable",
 }
 
 
@@ -271,6 +289,42 @@ def main():
             helper.make_node("Relu", ["x"], ["x"], name="loop"),
             helper.make_node("Relu", ["x"], ["y"], name="out"),
         ]),
+        # Expansion bombs: a few bytes that ask for terabytes once evaluated.
+        "bomb_constant_of_shape": bomb("ConstantOfShape", ["shape"],
+                                       [ints("shape", [1 << 20, 1 << 20])]),
+        "bomb_expand": bomb("Expand", ["x", "shape"], [ints("shape", [1 << 20, 1 << 20, 4])]),
+        "bomb_tile": bomb("Tile", ["x", "reps"], [ints("reps", [1 << 20, 1 << 20])],
+                          inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])]),
+        "bomb_range": bomb("Range", ["start", "limit", "delta"],
+                           [ints("start", 0), ints("limit", 1 << 50), ints("delta", 1)]),
+        "bomb_resize": bomb("Resize", ["x", "", "scales"],
+                            [numpy_helper.from_array(np.array([1, 1, 1e6, 1e6], np.float32),
+                                                     "scales")],
+                            inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                  [1, 1, 4, 4])]),
+        # The size is the batch dimension times 10^6, squared: unknown at load (symbolic batch),
+        # refused when the first run plans for a concrete batch.
+        "bomb_from_batch_size": model([
+            helper.make_node("Shape", ["x"], ["shape"], name="shape"),
+            helper.make_node("Gather", ["shape", "zero"], ["n"], name="n", axis=0),
+            helper.make_node("Mul", ["n", "million"], ["side"], name="side"),
+            helper.make_node("Concat", ["side", "side"], ["dims"], name="dims", axis=0),
+            helper.make_node("ConstantOfShape", ["dims"], ["bomb"], name="bomb"),
+            helper.make_node("Relu", ["x"], ["y"], name="y"),
+        ], [ints("zero", [0]), ints("million", [1_000_000])],
+            outputs=[helper.make_tensor_value_info("bomb", TensorProto.FLOAT, None),
+                     helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])]),
+        # The size comes from the input's values (10^6 + x): no static bound can see it; the
+        # engine refuses a shape that depends on values when it plans the segment.
+        "bomb_from_input_values": model([
+            helper.make_node("Cast", ["x"], ["xi"], name="cast", to=TensorProto.INT64),
+            helper.make_node("Add", ["xi", "million"], ["dims"], name="dims"),
+            helper.make_node("ConstantOfShape", ["dims"], ["bomb"], name="bomb"),
+            helper.make_node("Relu", ["x"], ["y"], name="y"),
+        ], [ints("million", [1_000_000])],
+            inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+            outputs=[helper.make_tensor_value_info("bomb", TensorProto.FLOAT, None),
+                     helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])]),
         # Consistent, but 64 KiB of weights: over the 32 KiB budget the test loads with.
         "over_budget": add_w(numpy_helper.from_array(np.zeros((16, 1024), np.float32), "w")),
     }

@@ -32,6 +32,8 @@ pub(crate) struct CpuSegment {
     model_dir: Option<PathBuf>,
     /// Whether hydrant's own ops replace tract's where they apply (see [`cpu_ops`]).
     own_ops: bool,
+    /// The largest tensor a node may create, checked per plan before tract sees the graph.
+    max_bytes: u64,
     plans: Mutex<HashMap<Vec<Fact>, Arc<TypedRunnableModel>>>,
 }
 
@@ -101,7 +103,10 @@ impl CpuSegment {
             graph: Some(sub),
             ..Default::default()
         };
-        CpuSegment::from_proto(name, proto, inputs, outputs, graph.model_dir.clone(), own_ops)
+        let mut segment =
+            CpuSegment::from_proto(name, proto, inputs, outputs, graph.model_dir.clone(), own_ops);
+        segment.max_bytes = graph.max_bytes;
+        segment
     }
 
     /// A segment from a stand-alone ONNX model reading `inputs` and handing out `outputs`.
@@ -120,6 +125,7 @@ impl CpuSegment {
             proto,
             model_dir,
             own_ops,
+            max_bytes: crate::graph::DEFAULT_MAX_BYTES,
             plans: Mutex::new(HashMap::new()),
         }
     }
@@ -131,6 +137,9 @@ impl CpuSegment {
         for (vi, fact) in graph.input.iter_mut().zip(facts) {
             *vi = value_info(&vi.name, Some(fact));
         }
+        // With concrete input shapes, sizes computed from shapes are known: refuse a graph that
+        // would make tract allocate beyond the limit while it plans or runs.
+        crate::graph::bounds::check(graph, self.max_bytes).map_err(|e| self.err(e))?;
         let dir = self.model_dir.as_ref().and_then(|d| d.to_str());
         let parsed = tract_onnx::onnx().parse(&proto, dir).map_err(|e| self.err(e))?;
         if !parsed.unresolved_inputs.is_empty() {
@@ -161,7 +170,12 @@ impl CpuSegment {
     pub fn run(&self, env: &HashMap<String, TValue>) -> Result<Vec<(String, TValue)>> {
         let (values, facts) = self.gather(env)?;
         let plan = self.plan(&facts)?;
-        let outs = plan.run(values).map_err(|e| self.err(e))?;
+        // The plan is immutable and each run builds its own state, so a panic inside the engine
+        // (an allocation it cannot make for a size computed from input values, which no static
+        // bound sees) leaves nothing half-updated: it becomes this segment's error.
+        let outs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plan.run(values)))
+            .map_err(|panic| self.err(format!("the engine failed: {}", panic_message(&panic))))?
+            .map_err(|e| self.err(e))?;
         Ok(self.outputs.iter().cloned().zip(outs).collect())
     }
 
@@ -207,6 +221,15 @@ impl CpuSegment {
     pub(crate) fn err(&self, e: impl std::fmt::Display) -> Error {
         Error::backend(&self.name, e)
     }
+}
+
+/// The message of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("panic")
 }
 
 fn value_info(name: &str, fact: Option<&Fact>) -> pb::ValueInfoProto {

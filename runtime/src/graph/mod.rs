@@ -1,6 +1,7 @@
 //! The model graph: loading ONNX into a validated, indexed form ([`OnnxGraph`]) and cutting it into
 //! trunk and head segments ([`split`]).
 
+pub(crate) mod bounds;
 pub(crate) mod build;
 pub(crate) mod limits;
 mod onnx;

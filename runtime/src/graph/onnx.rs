@@ -67,6 +67,9 @@ pub struct OnnxGraph {
     pub(crate) producer: HashMap<String, usize>,
     /// Per node: every tensor it reads, including names its sub-graphs capture from outside.
     pub(crate) node_inputs: Vec<Vec<String>>,
+    /// The memory limit the model was loaded under: the largest tensor any node may create
+    /// ([`bounds`](super::bounds), checked at load and again per plan).
+    pub(crate) max_bytes: u64,
 }
 
 impl OnnxGraph {
@@ -102,7 +105,12 @@ impl OnnxGraph {
         if let Some(g) = proto.graph.as_ref() {
             limits::check_model(g, model_dir.as_deref(), max_bytes)?;
         }
-        OnnxGraph::from_proto(proto, model_dir)
+        let mut graph = OnnxGraph::from_proto(proto, model_dir)?;
+        graph.max_bytes = max_bytes;
+        if let Some(g) = graph.proto.graph.as_ref() {
+            super::bounds::check(g, max_bytes)?;
+        }
+        Ok(graph)
     }
 
     /// Validates a parsed model and builds the indices.
@@ -180,6 +188,7 @@ impl OnnxGraph {
             const_tensors,
             producer,
             node_inputs,
+            max_bytes: limits::DEFAULT_MAX_BYTES,
         })
     }
 

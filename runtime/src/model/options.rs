@@ -98,8 +98,10 @@ impl LoadOptions {
         self
     }
 
-    /// Most bytes the model's stored tensors may declare, checked before anything is allocated
-    /// (default [`DEFAULT_MAX_BYTES`](crate::graph::DEFAULT_MAX_BYTES), 4 GiB).
+    /// Most bytes the model's stored tensors may declare, and the largest tensor any node may
+    /// create (sizes computed by the graph from constants, and per plan from the concrete input
+    /// shapes), checked before anything is allocated (default
+    /// [`DEFAULT_MAX_BYTES`](crate::graph::DEFAULT_MAX_BYTES), 4 GiB).
     pub fn max_bytes(mut self, bytes: u64) -> LoadOptions {
         self.max_bytes = Some(bytes);
         self
