@@ -9,7 +9,8 @@
 #
 # Steps: the device as hydrant sees it; parity (every kernel against plain references, the
 # optimizer kernels against the CPU optimizer, every fixture model against the CPU backend,
-# f32 ≤ 1e-4, f16/bf16 ≤ 1e-2); compute-sanitizer memcheck on the kernel parity tests when
+# f32 ≤ 1e-4, f16/bf16 ≤ 1e-2; every training layer forward and backward against the CPU layer,
+# and the PyTorch training fixtures reproduced by the GPU trainer, ≤ 1e-4); compute-sanitizer memcheck on the kernel parity tests when
 # present; benchmark against PyTorch eager (bench/peer_torch_gpu.py; needs torchvision).
 # Exits non-zero when a parity check or the sanitizer fails.
 set -uo pipefail
@@ -92,7 +93,7 @@ timeout 240 "$out/gpu_parity" --test-threads=1 --nocapture || { echo "PARITY FAI
 section "compute-sanitizer"
 if command -v compute-sanitizer >/dev/null; then
   timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 "$out/gpu_parity" --test-threads=1 \
-    convolutions gemm_pooling cross_entropy || { echo "SANITIZER FAILED"; status=1; }
+    convolutions gemm_pooling cross_entropy every_training_layer dropout_masks || { echo "SANITIZER FAILED"; status=1; }
 else
   echo "compute-sanitizer not installed: skipped"
 fi
