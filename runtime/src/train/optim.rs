@@ -270,6 +270,13 @@ pub fn learning_rate(
     }
 }
 
+/// Optimizer steps a schedule spans: the planned epochs (so that a run resumed from a
+/// checkpoint follows the same curve as an uninterrupted one), or more when `done + asked`
+/// epochs are more, of `epoch_steps` steps each.
+pub fn schedule_steps(epoch_steps: usize, planned: usize, done: usize, asked: usize) -> usize {
+    epoch_steps * planned.max(done + asked)
+}
+
 /// Scales the gradients so that their joint L2 norm is at most `max_norm` (PyTorch
 /// `clip_grad_norm_`); returns the norm before clipping.
 pub fn clip_grad_norm(grads: &mut [&mut [f32]], max_norm: f32) -> f32 {

@@ -179,6 +179,23 @@ fn splitmix(seed: u64, index: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The weight of input `i` in output `o` of a ×2 bilinear upsampling (half-pixel centres,
+/// clamped at the borders) along an axis of `n` inputs: `hy_bilinear2x_weight` of
+/// kernels/src/train.cu, whose backward gathers over [`bilinear2x_readers`].
+pub fn bilinear2x_weight(o: usize, i: usize, n: usize) -> f32 {
+    let src = ((o as f32 + 0.5) * 0.5 - 0.5).max(0.0);
+    let i0 = (src as usize).min(n - 1);
+    let i1 = (i0 + 1).min(n - 1);
+    let l = src - i0 as f32;
+    (if i0 == i { 1.0 - l } else { 0.0 }) + if i1 == i { l } else { 0.0 }
+}
+
+/// The outputs that may read input `i` of an axis of `n` inputs upsampled ×2 bilinearly (the
+/// bounds of the backward kernel's gather).
+pub fn bilinear2x_readers(i: usize, n: usize) -> std::ops::RangeInclusive<usize> {
+    (2 * i).saturating_sub(2)..=(2 * n - 1).min(2 * i + 2)
+}
+
 /// Whether `rows` feature rows of `row_len` f32 values fit a device budget of `budget` bytes
 /// (else batches are gathered on the host and uploaded per step).
 pub fn cache_fits(rows: usize, row_len: usize, budget: usize) -> bool {
@@ -312,6 +329,47 @@ mod tests {
         assert!(unsupported_options(&o, 2).unwrap().contains("one head"));
         let v = TrainOptions { validation_fraction: 0.2, ..TrainOptions::default() };
         assert!(unsupported_options(&v, 1).unwrap().contains("validation"));
+    }
+
+    #[test]
+    fn the_bilinear_gather_equals_the_cpu_layers_scatter() {
+        use crate::train::layers::{Pass, Upsample2x};
+        use crate::train::{Array, UpsampleMode};
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for (h, w) in [(1, 1), (1, 4), (3, 2), (5, 6)] {
+            // Every output's weights sum to 1, and only readers have a weight.
+            for n in [h, w] {
+                for o in 0..2 * n {
+                    let total: f32 = (0..n).map(|i| bilinear2x_weight(o, i, n)).sum();
+                    assert!((total - 1.0).abs() < 1e-6);
+                    for i in 0..n {
+                        let reads = bilinear2x_weight(o, i, n) != 0.0;
+                        assert!(!reads || bilinear2x_readers(i, n).contains(&o), "{o} {i} {n}");
+                    }
+                }
+            }
+            let mut layer = Upsample2x::new(UpsampleMode::Bilinear);
+            let mut pass = Pass { training: true, frozen_batchnorm: false, rng: &mut rng.clone() };
+            let x = Array::<f32>::zeros(&[1, 1, h, w]).unwrap();
+            layer.forward(x, &mut pass).unwrap();
+            let dy: Vec<f32> = (0..4 * h * w).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let want = layer.backward(Array::new(&[1, 1, 2 * h, 2 * w], dy.clone()).unwrap());
+            let want = want.unwrap();
+            for iy in 0..h {
+                for ix in 0..w {
+                    let mut acc = 0.0f32;
+                    for oy in bilinear2x_readers(iy, h) {
+                        for ox in bilinear2x_readers(ix, w) {
+                            let wt = bilinear2x_weight(oy, iy, h) * bilinear2x_weight(ox, ix, w);
+                            acc += dy[oy * 2 * w + ox] * wt;
+                        }
+                    }
+                    let cpu = want.data()[iy * w + ix];
+                    assert!((acc - cpu).abs() < 1e-5, "{h}×{w} at ({iy}, {ix}): {acc} vs {cpu}");
+                }
+            }
+        }
     }
 
     #[test]

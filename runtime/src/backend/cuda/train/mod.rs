@@ -5,7 +5,8 @@
 //! per batch from a host [`FeatureCache`] and uploaded.
 //!
 //! The trainer reuses the CPU trainer's facts: [`TrainOptions`] (checked by
-//! [`TrainOptions::validate`]), the learning-rate schedule ([`learning_rate`]), the clipping
+//! [`TrainOptions::validate`]), the learning-rate schedule ([`learning_rate`] over
+//! [`schedule_steps`]), the clipping
 //! rule ([`clip_coefficient`]), the losses ([`loss::compute`]), the metrics, and the same
 //! sequence of random draws (one shuffle per epoch, one dropout seed per step), so that with the
 //! same options it visits the same batches in the same order. It trains one head; what it leaves
@@ -25,7 +26,7 @@ use crate::train::array::Array;
 use crate::train::data::LabelStore;
 use crate::train::loss::{self, Target};
 use crate::train::metrics::MetricAccumulator;
-use crate::train::optim::{clip_coefficient, learning_rate};
+use crate::train::optim::{clip_coefficient, learning_rate, schedule_steps};
 use crate::train::{
     EpochReport, FeatureCache, Head, Labels, OptimizerSpec, TaskSpec, TrainOptions,
 };
@@ -184,7 +185,7 @@ impl GpuTrainer {
             ));
         }
         let steps = self.samples.div_ceil(self.options.batch_size);
-        let total_steps = steps * self.options.epochs.max(self.epoch + epochs);
+        let total_steps = schedule_steps(steps, self.options.epochs, self.epoch, epochs);
         (0..epochs).map(|_| self.run_epoch(total_steps)).collect()
     }
 
