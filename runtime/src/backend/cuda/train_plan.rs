@@ -9,6 +9,7 @@
 use super::fusion::Act;
 use crate::error::{Error, Result};
 use crate::train::layers::{self, Layer};
+use crate::train::real::Op;
 use crate::train::spec::{HeadSpec, LayerSpec};
 use crate::train::{TrainOptions, Weighting};
 
@@ -92,10 +93,67 @@ pub fn softmax_dims(shape: &[usize], dim: i64) -> Result<(usize, usize, usize)> 
     Ok((shape[..d].iter().product(), shape[d], shape[d + 1..].iter().product()))
 }
 
-/// The three matrix products of a grouped convolution, per group: the forward
-/// `y[og, cols] = W[og, kg] · col[kg, cols]`, the weight gradient `dW[og, kg] = dy[og, cols] ·
-/// col[kg, cols]ᵀ` and the column gradient `dcol[kg, cols] = W[og, kg]ᵀ · dy[og, cols]`, with
-/// `cols = N·Ho·Wo` (the CPU layer's unfolding).
+/// One row-major matrix product `c[m×n] = op(a)[m×k]·op(b)[k×n]` of the device network, with
+/// element offsets into its operands (cuBLAS SGEMM on the device; [`matmul`] runs the same
+/// description on the host, which is how the tests check it against the CPU layers).
+///
+/// [`matmul`]: crate::train::real::matmul
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Product {
+    /// Rows of the result.
+    pub m: usize,
+    /// Columns of the result.
+    pub n: usize,
+    /// Reduction length.
+    pub k: usize,
+    /// Offset into `a` and how it is stored.
+    pub a: (usize, Op),
+    /// Offset into `b` and how it is stored.
+    pub b: (usize, Op),
+    /// Offset into `c`.
+    pub c: usize,
+}
+
+/// The products of a `Linear` layer on `[rows, in]` (leading axes flattened into rows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinearGemm {
+    /// Rows of the input.
+    pub rows: usize,
+    /// Input features.
+    pub inf: usize,
+    /// Output features.
+    pub out: usize,
+}
+
+impl LinearGemm {
+    /// The products of a `Linear` layer with input shape `input`.
+    pub fn new(spec: &LayerSpec, input: &[usize]) -> Result<LinearGemm> {
+        let LayerSpec::Linear { in_features, out_features, .. } = *spec else {
+            return Err(Error::InvalidArgument(format!("linear plan for {spec:?}")));
+        };
+        let (rows, _) = row_dims(input);
+        Ok(LinearGemm { rows, inf: in_features, out: out_features })
+    }
+
+    /// `y[rows, out] = x · Wᵀ` (a = x, b = W).
+    pub fn forward(&self) -> Product {
+        Product { m: self.rows, n: self.out, k: self.inf, a: (0, Op::N), b: (0, Op::T), c: 0 }
+    }
+
+    /// `dW[out, in] = dyᵀ · x` (a = dy, b = x).
+    pub fn weight_grad(&self) -> Product {
+        Product { m: self.out, n: self.inf, k: self.rows, a: (0, Op::T), b: (0, Op::N), c: 0 }
+    }
+
+    /// `dx[rows, in] = dy · W` (a = dy, b = W).
+    pub fn input_grad(&self) -> Product {
+        Product { m: self.rows, n: self.inf, k: self.out, a: (0, Op::N), b: (0, Op::N), c: 0 }
+    }
+}
+
+/// The gradient products of a grouped convolution, per group, on the CPU layer's unfolding:
+/// `col[kg, cols]` (im2col of the group's input channels) and `dyt[O, cols]` (the output
+/// gradient with batch and channel axes swapped), `cols = N·Ho·Wo`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvGemm {
     /// Groups.
@@ -127,6 +185,30 @@ impl ConvGemm {
             kg: in_channels / groups * kernel_size * kernel_size,
             cols: n * ho * wo,
         })
+    }
+
+    /// Group `g`'s weight gradient `dW_g[og, kg] = dyt_g · col_gᵀ` (a = dyt, b = col, c = dW).
+    pub fn weight_grad(&self, g: usize) -> Product {
+        Product {
+            m: self.og,
+            n: self.kg,
+            k: self.cols,
+            a: (g * self.og * self.cols, Op::N),
+            b: (0, Op::T),
+            c: g * self.og * self.kg,
+        }
+    }
+
+    /// Group `g`'s column gradient `dcol[kg, cols] = W_gᵀ · dyt_g` (a = W, b = dyt, c = dcol).
+    pub fn column_grad(&self, g: usize) -> Product {
+        Product {
+            m: self.kg,
+            n: self.cols,
+            k: self.og,
+            a: (g * self.og * self.kg, Op::T),
+            b: (g * self.og * self.cols, Op::N),
+            c: 0,
+        }
     }
 }
 
@@ -369,6 +451,146 @@ mod tests {
                     assert!((acc - cpu).abs() < 1e-5, "{h}×{w} at ({iy}, {ix}): {acc} vs {cpu}");
                 }
             }
+        }
+    }
+
+    /// Runs `layer` forward (training) on random `x` and backward on random `dy`: y, dx and
+    /// the parameter values and gradients.
+    #[allow(clippy::type_complexity)]
+    fn cpu_pass(
+        spec: &LayerSpec,
+        input: &[usize],
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<(Vec<f64>, Vec<f64>)>, Vec<usize>) {
+        use crate::train::layers::Pass;
+        use crate::train::Array;
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let mut layer: Box<dyn Layer<f64>> = layers::build(spec).unwrap();
+        for (_, p) in layer.params() {
+            p.value.data_mut().iter_mut().for_each(|v| *v = rng.random_range(-1.0..1.0));
+        }
+        let x: Vec<f64> =
+            (0..input.iter().product()).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let mut pass = Pass { training: true, frozen_batchnorm: false, rng: &mut rng.clone() };
+        let y = layer.forward(Array::new(input, x.clone()).unwrap(), &mut pass).unwrap();
+        let dy: Vec<f64> = (0..y.len()).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let dx = layer.backward(Array::new(y.shape(), dy.clone()).unwrap()).unwrap();
+        let params = layer
+            .params()
+            .into_iter()
+            .map(|(_, p)| (p.value.data().to_vec(), p.grad.data().to_vec()));
+        let params = params.collect();
+        (x, dy, dx.data().to_vec(), params, y.shape().to_vec())
+    }
+
+    fn run(p: &Product, a: &[f64], b: &[f64], c: &mut [f64]) {
+        let (m, n, k) = (p.m, p.n, p.k);
+        crate::train::real::matmul(
+            m,
+            n,
+            k,
+            &a[p.a.0..],
+            p.a.1,
+            &b[p.b.0..],
+            p.b.1,
+            &mut c[p.c..],
+            false,
+        );
+    }
+
+    fn close(what: &str, got: &[f64], want: &[f64]) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (i, (a, b)) in got.iter().zip(want).enumerate() {
+            assert!((a - b).abs() < 1e-9 * (1.0 + b.abs()), "{what}[{i}]: {a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn the_linear_products_reproduce_the_cpu_layer() {
+        let spec = LayerSpec::Linear { in_features: 5, out_features: 3, bias: false };
+        let (x, dy, dx, params, _) = cpu_pass(&spec, &[2, 4, 5]);
+        let g = LinearGemm::new(&spec, &[2, 4, 5]).unwrap();
+        assert_eq!(g, LinearGemm { rows: 8, inf: 5, out: 3 });
+        let (w, dw) = &params[0];
+        let mut got = vec![0.0; 15];
+        run(&g.weight_grad(), &dy, &x, &mut got);
+        close("linear dW", &got, dw);
+        let mut got = vec![0.0; 40];
+        run(&g.input_grad(), &dy, w, &mut got);
+        close("linear dx", &got, &dx);
+        let mut y = vec![0.0; 24];
+        run(&g.forward(), &x, w, &mut y);
+        let want: Vec<f64> =
+            (0..24).map(|i| (0..5).map(|j| x[i / 3 * 5 + j] * w[i % 3 * 5 + j]).sum()).collect();
+        close("linear y", &y, &want);
+    }
+
+    #[test]
+    fn the_convolution_products_reproduce_the_cpu_layer() {
+        let conv = |c, o, k, s, p, d, g| LayerSpec::Conv2d {
+            in_channels: c,
+            out_channels: o,
+            kernel_size: k,
+            stride: s,
+            padding: p,
+            dilation: d,
+            groups: g,
+            bias: false,
+        };
+        for (spec, input) in [
+            (conv(3, 4, 3, 1, 1, 1, 1), [2, 3, 5, 4]),
+            (conv(4, 6, 3, 2, 2, 2, 2), [3, 4, 7, 6]),
+            (conv(4, 4, 3, 1, 1, 1, 4), [2, 4, 4, 5]),
+        ] {
+            let LayerSpec::Conv2d { kernel_size: k, stride: s, padding: pad, dilation: d, .. } =
+                spec
+            else {
+                unreachable!()
+            };
+            let (x, dy, dx, params, out) = cpu_pass(&spec, &input);
+            let g = ConvGemm::new(&spec, &input, &out).unwrap();
+            let [n, c, h, w] = input;
+            let (o, ho, wo) = (out[1], out[2], out[3]);
+            let cg = c / g.groups;
+            // dyt[o, n, p] = dy[n, o, p] (swap01_f32).
+            let mut dyt = vec![0.0; dy.len()];
+            for (t, &v) in dy.iter().enumerate() {
+                let (sp, no) = (t % (ho * wo), t / (ho * wo));
+                dyt[((no % o) * n + no / o) * ho * wo + sp] = v;
+            }
+            let (wv, dw) = &params[0];
+            let mut got_dw = vec![0.0; dw.len()];
+            let mut got_dx = vec![0.0; dx.len()];
+            // The source of tap (kh, kw) at output (oh, ow), if inside (im2col_f32 / col2im_f32).
+            let src = |oh: usize, ow: usize, kh: usize, kw: usize| {
+                let iy = (oh * s + kh * d).checked_sub(pad).filter(|&v| v < h)?;
+                let ix = (ow * s + kw * d).checked_sub(pad).filter(|&v| v < w)?;
+                Some((iy, ix))
+            };
+            for grp in 0..g.groups {
+                let mut col = vec![0.0; g.kg * g.cols];
+                for (i, v) in col.iter_mut().enumerate() {
+                    let (kk, pp) = (i / g.cols, i % g.cols);
+                    let (ow, oh, b) = (pp % wo, pp / wo % ho, pp / (wo * ho));
+                    let (kw, kh, ch) = (kk % k, kk / k % k, kk / (k * k));
+                    if let Some((iy, ix)) = src(oh, ow, kh, kw) {
+                        *v = x[((b * c + grp * cg + ch) * h + iy) * w + ix];
+                    }
+                }
+                run(&g.weight_grad(grp), &dyt, &col, &mut got_dw);
+                let mut dcol = vec![0.0; g.kg * g.cols];
+                run(&g.column_grad(grp), wv, &dyt, &mut dcol);
+                for (i, v) in dcol.iter().enumerate() {
+                    let (kk, pp) = (i / g.cols, i % g.cols);
+                    let (ow, oh, b) = (pp % wo, pp / wo % ho, pp / (wo * ho));
+                    let (kw, kh, ch) = (kk % k, kk / k % k, kk / (k * k));
+                    if let Some((iy, ix)) = src(oh, ow, kh, kw) {
+                        got_dx[((b * c + grp * cg + ch) * h + iy) * w + ix] += v;
+                    }
+                }
+            }
+            close(&format!("{spec:?} dW"), &got_dw, dw);
+            close(&format!("{spec:?} dx"), &got_dx, &dx);
         }
     }
 

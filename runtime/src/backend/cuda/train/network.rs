@@ -8,10 +8,9 @@ use super::ops::{self, Buf, DeviceArray, NormParams};
 use crate::backend::cuda::context::{err, GpuContext};
 use crate::backend::cuda::fusion::Act;
 use crate::backend::cuda::geometry::{ConvParams, ConvShape, PoolShape};
-use crate::backend::cuda::train_plan::{self as tp, ConvGemm, LayerPlan};
+use crate::backend::cuda::train_plan::{self as tp, ConvGemm, LayerPlan, LinearGemm};
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
-use crate::train::real::Op;
 use crate::train::spec::{HeadSpec, LayerSpec, UpsampleMode};
 use crate::train::{Head, Network};
 use std::sync::Arc;
@@ -213,18 +212,13 @@ impl GpuNetwork {
             }
         };
         let y: Buf = match l.spec {
-            LayerSpec::Linear { bias, out_features, in_features } => {
-                let (rows, _) = tp::row_dims(&l.input);
+            LayerSpec::Linear { bias, out_features, .. } => {
+                let lg = LinearGemm::new(&l.spec, &l.input)?;
+                let rows = lg.rows;
                 let p = &self.owned[i];
                 let mut y = ops::alloc(&gpu, rows * out_features)?;
                 let w = &self.params[p[0]].value;
-                ops::gemm(
-                    &gpu,
-                    (rows, out_features, in_features),
-                    (&x.buf, 0, Op::N),
-                    (w, 0, Op::T),
-                    (&mut y, 0),
-                )?;
+                ops::gemm(&gpu, &lg.forward(), &x.buf, w, &mut y)?;
                 if bias {
                     let b = &self.params[p[1]].value;
                     ops::bias_act(&gpu, &mut y, Some(b), rows, out_features, Act::None)?;
@@ -373,20 +367,12 @@ impl GpuNetwork {
         let input = l.input.clone();
         let total_in: usize = input.iter().product();
         let dx: Option<Buf> = match l.spec {
-            LayerSpec::Linear { bias, out_features, in_features } => {
+            LayerSpec::Linear { bias, out_features, .. } => {
                 let Saved::Input(x) = saved else { return Err(missing()) };
-                let (rows, _) = tp::row_dims(&input);
+                let lg = LinearGemm::new(&l.spec, &input)?;
+                let rows = lg.rows;
                 let p = self.owned[i].clone();
-                {
-                    let grad = &mut self.params[p[0]].grad;
-                    ops::gemm(
-                        &gpu,
-                        (out_features, in_features, rows),
-                        (&dy.buf, 0, Op::T),
-                        (&x, 0, Op::N),
-                        (grad, 0),
-                    )?;
-                }
+                ops::gemm(&gpu, &lg.weight_grad(), &dy.buf, &x, &mut self.params[p[0]].grad)?;
                 if bias {
                     ops::bias_grad_rows(
                         &gpu,
@@ -399,13 +385,7 @@ impl GpuNetwork {
                 if want_dx {
                     let mut dx = ops::alloc(&gpu, total_in)?;
                     let w = &self.params[p[0]].value;
-                    ops::gemm(
-                        &gpu,
-                        (rows, in_features, out_features),
-                        (&dy.buf, 0, Op::N),
-                        (w, 0, Op::N),
-                        (&mut dx, 0),
-                    )?;
+                    ops::gemm(&gpu, &lg.input_grad(), &dy.buf, w, &mut dx)?;
                     Some(dx)
                 } else {
                     None
@@ -433,25 +413,11 @@ impl GpuNetwork {
                 for grp in 0..g.groups {
                     let gi = grp as i32;
                     ops::im2col(&gpu, &x, &mut col, &shape, gi)?;
-                    {
-                        let grad = &mut self.params[p[0]].grad;
-                        ops::gemm(
-                            &gpu,
-                            (g.og, g.kg, g.cols),
-                            (&dyt, grp * g.og * g.cols, Op::N),
-                            (&col, 0, Op::T),
-                            (grad, grp * g.og * g.kg),
-                        )?;
-                    }
+                    let dw = &mut self.params[p[0]].grad;
+                    ops::gemm(&gpu, &g.weight_grad(grp), &dyt, &col, dw)?;
                     if let (Some(dx), Some(dcol)) = (dx.as_mut(), dcol.as_mut()) {
                         let w = &self.params[p[0]].value;
-                        ops::gemm(
-                            &gpu,
-                            (g.kg, g.cols, g.og),
-                            (w, grp * g.og * g.kg, Op::T),
-                            (&dyt, grp * g.og * g.cols, Op::N),
-                            (dcol, 0),
-                        )?;
+                        ops::gemm(&gpu, &g.column_grad(grp), w, &dyt, dcol)?;
                         ops::col2im(&gpu, dcol, dx, &shape, gi)?;
                     }
                 }

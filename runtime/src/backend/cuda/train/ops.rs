@@ -5,6 +5,7 @@
 use super::super::context::{err, GpuContext};
 use super::super::fusion::Act;
 use super::super::geometry::{self, ConvShape, Launch, PoolShape};
+use super::super::train_plan::Product;
 use crate::error::{Error, Result};
 use crate::train::real::Op;
 use cudarc::cublas::sys as blas;
@@ -103,16 +104,10 @@ fn opt<'a>(b: &mut LaunchArgs<'a>, p: Option<&'a Buf>) {
     };
 }
 
-/// Row-major `c[m×n] = op(a)[m×k]·op(b)[k×n]` on cuBLAS (f32), written over `c`. Operand
-/// offsets are in elements (a group's block of a grouped convolution).
-#[allow(clippy::too_many_arguments)]
-pub fn gemm(
-    gpu: &GpuContext,
-    (m, n, k): (usize, usize, usize),
-    a: (&Buf, usize, Op),
-    b: (&Buf, usize, Op),
-    c: (&mut Buf, usize),
-) -> Result<()> {
+/// Product `p` (row-major, [`Product`]) on cuBLAS in f32, written over its part of `c`.
+pub fn gemm(gpu: &GpuContext, p: &Product, a: &Buf, b: &Buf, c: &mut Buf) -> Result<()> {
+    let (m, n, k) = (p.m, p.n, p.k);
+    let (a, b, c) = ((a, p.a.0, p.a.1), (b, p.b.0, p.b.1), (c, p.c));
     let fits = |buf: &Buf, off: usize, len: usize| off + len <= buf.len();
     if !fits(a.0, a.1, m * k) || !fits(b.0, b.1, k * n) || !fits(c.0, c.1, m * n) {
         return Err(Error::BadTensor(format!("a {m}×{k}·{k}×{n} GEMM on buffers too small")));
