@@ -81,6 +81,7 @@ for l in libcuda.so.1 libnvrtc.so.13 libcublas.so.13; do
   python3 -c "import ctypes,sys; ctypes.CDLL(sys.argv[1])" "$l" 2>/dev/null && echo "$l: loads" || echo "$l: MISSING"
 done
 export HYDRANT_FIXTURES=$PWD/tests/fixtures
+export HYDRANT_REQUIRE_GPU=1
 
 section "device selection"
 "$out/hydrant" inspect tests/fixtures/hydranet.onnx | tail -1

@@ -3,7 +3,7 @@
 //! reference value), dropout against the host copy of its mask, and the PyTorch training
 //! fixtures (30 SGD and 30 AdamW steps of the MLP and segmentation heads, made by
 //! scripts/make_train_fixtures.py) reproduced by the GPU trainer within 1e-4. Without a usable
-//! CUDA device each test prints why and returns.
+//! CUDA device each test prints why and returns (fails with `HYDRANT_REQUIRE_GPU=1`).
 
 use hydrant::backend::cuda::context::GpuContext;
 use hydrant::backend::cuda::train::{ops, GpuNetwork, GpuTrainer, Mode};
@@ -17,11 +17,16 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// The device, or `None` after printing why there is none.
+/// The device, or `None` after printing why there is none (a failure instead when
+/// `HYDRANT_REQUIRE_GPU=1`, as scripts/gpu_check.sh sets).
 fn device(test: &str) -> Option<Arc<GpuContext>> {
     let ordinal = std::env::var("HYDRANT_GPU").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let required = std::env::var("HYDRANT_REQUIRE_GPU").is_ok_and(|v| v == "1");
     match GpuContext::shared(ordinal) {
         Ok(g) => Some(g),
+        Err(e) if required => {
+            panic!("{test}: HYDRANT_REQUIRE_GPU=1 but no usable CUDA device: {e}")
+        }
         Err(e) => {
             println!("{test}: skipped, no usable CUDA device: {e}");
             None
