@@ -3,15 +3,18 @@
 # driver, Python and PyTorch, and no Rust toolchain.
 #
 #   bash scripts/gpu_check.sh --build   # with Rust: builds target/gpu-check/{gpu_parity,
-#                                       # gpu_bench,hydrant}, packed as target/gpu-check.tar.xz
+#                                       # gpu_bench,gpu_train_bench,hydrant}, packed as
+#                                       # target/gpu-check.tar.xz
 #   bash scripts/gpu_check.sh           # on the GPU machine, from the repository root, with
-#                                       # target/gpu-check.tar.xz carried over (~17 MB)
+#                                       # target/gpu-check.tar.xz carried over (~23 MB)
 #
 # Steps: the device as hydrant sees it; parity (every kernel against plain references, the
 # optimizer kernels against the CPU optimizer, every fixture model against the CPU backend,
-# f32 ≤ 1e-4, f16/bf16 ≤ 1e-2; every training layer forward and backward against the CPU layer,
-# and the PyTorch training fixtures reproduced by the GPU trainer, ≤ 1e-4); compute-sanitizer memcheck on the kernel parity tests when
-# present; benchmark against PyTorch eager (bench/peer_torch_gpu.py; needs torchvision).
+# f32 ≤ 1e-4, f16/bf16 ≤ 1e-2; every training layer forward and backward against the CPU
+# layer, and the PyTorch training fixtures reproduced by the GPU trainer, ≤ 1e-4);
+# compute-sanitizer memcheck on the kernel parity tests when present; benchmark against
+# PyTorch eager (bench/peer_torch_gpu.py; needs torchvision); head training, CPU trainer
+# against GPU trainer (gpu_train_bench).
 # Exits non-zero when a parity check or the sanitizer fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -26,10 +29,12 @@ for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "gpu_parity" and m.get("executable"):
         print(m["executable"])' > target/gpu_parity.path
-  cargo build --workspace --release --features hydrant/cuda --example gpu_bench --bin hydrant
+  cargo build --workspace --release --features hydrant/cuda --example gpu_bench \
+    --example gpu_train_bench --bin hydrant
   mkdir -p "$out"
   cp "$(cat target/gpu_parity.path)" "$out/gpu_parity"
-  cp target/release/examples/gpu_bench target/release/hydrant "$out/"
+  cp target/release/examples/gpu_bench target/release/examples/gpu_train_bench \
+    target/release/hydrant "$out/"
   strip --strip-all "$out"/*
   tar -cJf target/gpu-check.tar.xz -C target gpu-check
   ls -la "$out" target/gpu-check.tar.xz
@@ -107,6 +112,13 @@ if timeout 120 python3 bench/peer_torch_gpu.py --export "$models"; then
   timeout 150 python3 bench/peer_torch_gpu.py --compare "$models/hydrant.txt" --iters 30
 else
   echo "benchmark skipped: the peer script could not build the models (torchvision?)"
+fi
+
+section "head training: CPU trainer against GPU trainer"
+if [[ -x $out/gpu_train_bench ]]; then
+  timeout 120 "$out/gpu_train_bench" --batch 64 || echo "training benchmark failed"
+else
+  echo "no $out/gpu_train_bench in this build: skipped"
 fi
 
 section "done: status $status"
