@@ -3,14 +3,18 @@
 # driver, Python and PyTorch, and no Rust toolchain.
 #
 #   bash scripts/gpu_check.sh --build   # with Rust: builds target/gpu-check/{gpu_parity,
-#                                       # gpu_bench,hydrant}, packed as target/gpu-check.tar.xz
+#                                       # gpu_bench,gpu_train_bench,hydrant}, packed as
+#                                       # target/gpu-check.tar.xz
 #   bash scripts/gpu_check.sh           # on the GPU machine, from the repository root, with
-#                                       # target/gpu-check.tar.xz carried over (~17 MB)
+#                                       # target/gpu-check.tar.xz carried over (~23 MB)
 #
 # Steps: the device as hydrant sees it; parity (every kernel against plain references, the
 # optimizer kernels against the CPU optimizer, every fixture model against the CPU backend,
-# f32 ≤ 1e-4, f16/bf16 ≤ 1e-2); compute-sanitizer memcheck on the kernel parity tests when
-# present; benchmark against PyTorch eager (bench/peer_torch_gpu.py; needs torchvision).
+# f32 ≤ 1e-4, f16/bf16 ≤ 1e-2; every training layer forward and backward against the CPU
+# layer, and the PyTorch training fixtures reproduced by the GPU trainer, ≤ 1e-4);
+# compute-sanitizer memcheck on the kernel parity tests when present; benchmark against
+# PyTorch eager (bench/peer_torch_gpu.py; needs torchvision); head training, CPU trainer
+# against GPU trainer (gpu_train_bench).
 # Exits non-zero when a parity check or the sanitizer fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -25,10 +29,12 @@ for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "gpu_parity" and m.get("executable"):
         print(m["executable"])' > target/gpu_parity.path
-  cargo build --workspace --release --features hydrant/cuda --example gpu_bench --bin hydrant
+  cargo build --workspace --release --features hydrant/cuda --example gpu_bench \
+    --example gpu_train_bench --bin hydrant
   mkdir -p "$out"
   cp "$(cat target/gpu_parity.path)" "$out/gpu_parity"
-  cp target/release/examples/gpu_bench target/release/hydrant "$out/"
+  cp target/release/examples/gpu_bench target/release/examples/gpu_train_bench \
+    target/release/hydrant "$out/"
   strip --strip-all "$out"/*
   tar -cJf target/gpu-check.tar.xz -C target gpu-check
   ls -la "$out" target/gpu-check.tar.xz
@@ -80,6 +86,7 @@ for l in libcuda.so.1 libnvrtc.so.13 libcublas.so.13; do
   python3 -c "import ctypes,sys; ctypes.CDLL(sys.argv[1])" "$l" 2>/dev/null && echo "$l: loads" || echo "$l: MISSING"
 done
 export HYDRANT_FIXTURES=$PWD/tests/fixtures
+export HYDRANT_REQUIRE_GPU=1
 
 section "device selection"
 "$out/hydrant" inspect tests/fixtures/hydranet.onnx | tail -1
@@ -92,7 +99,7 @@ timeout 240 "$out/gpu_parity" --test-threads=1 --nocapture || { echo "PARITY FAI
 section "compute-sanitizer"
 if command -v compute-sanitizer >/dev/null; then
   timeout 150 compute-sanitizer --tool memcheck --error-exitcode 9 "$out/gpu_parity" --test-threads=1 \
-    convolutions gemm_pooling cross_entropy || { echo "SANITIZER FAILED"; status=1; }
+    convolutions gemm_pooling cross_entropy every_training_layer dropout_masks || { echo "SANITIZER FAILED"; status=1; }
 else
   echo "compute-sanitizer not installed: skipped"
 fi
@@ -105,6 +112,13 @@ if timeout 120 python3 bench/peer_torch_gpu.py --export "$models"; then
   timeout 150 python3 bench/peer_torch_gpu.py --compare "$models/hydrant.txt" --iters 30
 else
   echo "benchmark skipped: the peer script could not build the models (torchvision?)"
+fi
+
+section "head training: CPU trainer against GPU trainer"
+if [[ -x $out/gpu_train_bench ]]; then
+  timeout 120 "$out/gpu_train_bench" --batch 64 || echo "training benchmark failed"
+else
+  echo "no $out/gpu_train_bench in this build: skipped"
 fi
 
 section "done: status $status"

@@ -127,6 +127,28 @@ pub const MODULES: &[Module] = &[
         ],
         plain: &[],
     },
+    Module {
+        name: "train",
+        body: include_str!("train.cu"),
+        typed: &[],
+        plain: &[
+            "batchnorm_forward_f32",
+            "batchnorm_backward_f32",
+            "layernorm_forward_f32",
+            "layernorm_backward_f32",
+            "layernorm_param_grads_f32",
+            "dropout_forward_f32",
+            "mul_f32",
+            "scale_f32",
+            "act_forward_f32",
+            "sum_squares_f32",
+            "upsample_bilinear2x_backward_f32",
+            "softmax_axis_f32",
+            "softmax_xent_axis_f32",
+            "swap01_f32",
+            "gather_rows_f32",
+        ],
+    },
 ];
 
 /// The module defining entry point `entry`, if any.

@@ -2,7 +2,7 @@
 //! against a plain CPU reference computed here, every fixture model against the CPU backend,
 //! and the optimizer kernels against hydrant's CPU optimizer. f32 within 1e-4 (relative to the
 //! largest reference value), f16 and bf16 within 1e-2, the references computed on inputs
-//! rounded to the storage type.
+//! rounded to the storage type. Head training on the GPU: [`train`].
 
 use half::{bf16, f16};
 use hydrant::backend::cuda::context::GpuContext;
@@ -16,6 +16,9 @@ use hydrant::{LoadOptions, Model, Tensor};
 use rand::{Rng, SeedableRng};
 use std::path::Path;
 use std::sync::Arc;
+
+#[path = "gpu_parity/train.rs"]
+mod train;
 
 fn gpu() -> Arc<GpuContext> {
     let ordinal = std::env::var("HYDRANT_GPU").ok().and_then(|v| v.parse().ok()).unwrap_or(0);

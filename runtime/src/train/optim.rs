@@ -270,17 +270,30 @@ pub fn learning_rate(
     }
 }
 
+/// Optimizer steps a schedule spans: the planned epochs (so that a run resumed from a
+/// checkpoint follows the same curve as an uninterrupted one), or more when `done + asked`
+/// epochs are more, of `epoch_steps` steps each.
+pub fn schedule_steps(epoch_steps: usize, planned: usize, done: usize, asked: usize) -> usize {
+    epoch_steps * planned.max(done + asked)
+}
+
 /// Scales the gradients so that their joint L2 norm is at most `max_norm` (PyTorch
 /// `clip_grad_norm_`); returns the norm before clipping.
 pub fn clip_grad_norm(grads: &mut [&mut [f32]], max_norm: f32) -> f32 {
     let norm =
         grads.iter().flat_map(|g| g.iter()).map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt()
             as f32;
-    let coef = max_norm / (norm + 1e-6);
-    if coef < 1.0 {
+    if let Some(coef) = clip_coefficient(norm, max_norm) {
         grads.iter_mut().for_each(|g| g.iter_mut().for_each(|x| *x *= coef));
     }
     norm
+}
+
+/// The factor that brings gradients of joint L2 norm `norm` within `max_norm` (PyTorch's
+/// `max_norm / (norm + 1e-6)`), or `None` when they are within it already.
+pub fn clip_coefficient(norm: f32, max_norm: f32) -> Option<f32> {
+    let coef = max_norm / (norm + 1e-6);
+    (coef < 1.0).then_some(coef)
 }
 
 #[cfg(test)]

@@ -3,11 +3,11 @@
 //!
 //! The planning half is plain Rust, built and tested everywhere: [`ir`] (the planner's view of a
 //! segment), [`fallback`] (which ops run on the GPU, else where and why), [`fusion`] (which nodes
-//! become one launch), [`memory`] (buffer reuse by liveness), [`geometry`] (grids and blocks).
+//! become one launch), [`memory`] (buffer reuse by liveness), [`geometry`] (grids and blocks), [`train_plan`] (shapes and options of head training on the device).
 //! The executing half needs the `cuda` feature: [`probe`] (driver and devices; nothing touches
 //! the driver before the driver library is known to load, as cudarc panics without it),
 //! [`context`] (device, stream, cuBLAS, NVRTC module cache) and [`exec`] (device tensors, one
-//! method per kernel, and the segment runner).
+//! method per kernel, and the segment runner), [`train`] (head training on the device).
 
 pub mod fallback;
 pub mod fold;
@@ -15,6 +15,7 @@ pub mod fusion;
 pub mod geometry;
 pub mod ir;
 pub mod memory;
+pub mod train_plan;
 
 #[cfg(feature = "cuda")]
 pub mod context;
@@ -22,5 +23,7 @@ pub mod context;
 pub mod exec;
 #[cfg(feature = "cuda")]
 mod probe;
+#[cfg(feature = "cuda")]
+pub mod train;
 #[cfg(feature = "cuda")]
 pub(crate) use probe::probe;

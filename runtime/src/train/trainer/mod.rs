@@ -11,7 +11,9 @@ use super::layers::Pass;
 use super::loss;
 use super::metrics::{MetricAccumulator, TaskMetrics};
 use super::network::Network;
-use super::optim::{clip_grad_norm, learning_rate, Optimizer, OptimizerSpec, Schedule, Update};
+use super::optim::{
+    clip_grad_norm, learning_rate, schedule_steps, Optimizer, OptimizerSpec, Schedule, Update,
+};
 use super::spec::TaskSpec;
 use super::weighting::{Alternation, WeightState, Weighting};
 use super::Head;
@@ -417,9 +419,8 @@ impl Trainer {
             }
         }
         self.make_split();
-        // The schedule spans the planned epochs (so a run resumed from a checkpoint follows the
-        // same curve as an uninterrupted one), or more when asked for more.
-        let total_steps = self.epoch_steps() * self.options.epochs.max(self.epoch + epochs);
+        let total_steps =
+            schedule_steps(self.epoch_steps(), self.options.epochs, self.epoch, epochs);
         let mut reports = Vec::new();
         let pool = std::mem::replace(
             &mut self.pool,
