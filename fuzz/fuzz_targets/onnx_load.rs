@@ -10,6 +10,10 @@ use libfuzzer_sys::fuzz_target;
 const MAX_INPUT: usize = 1 << 16;
 
 fuzz_target!(|data: &[u8]| {
+    // A panic hydrant catches (and turns into an error) is not a finding: keep the default hook
+    // instead of libFuzzer's aborting one. A panic that escapes hydrant still aborts the run.
+    static DEFAULT_HOOK: std::sync::Once = std::sync::Once::new();
+    DEFAULT_HOOK.call_once(|| drop(std::panic::take_hook()));
     let options = LoadOptions::new().threads(1).max_bytes(16 << 20);
     let Ok(model) = Model::from_bytes(data, options) else { return };
     assert!(!model.head_names().is_empty());

@@ -132,6 +132,10 @@ impl CpuSegment {
 
     /// The segment as a decluttered typed model for the given input facts.
     pub fn typed_model(&self, facts: &[Fact]) -> Result<TypedModel> {
+        self.guarded(|| self.build_typed(facts))
+    }
+
+    fn build_typed(&self, facts: &[Fact]) -> Result<TypedModel> {
         let mut proto = self.proto.clone();
         let graph = proto.graph.as_mut().expect("built with a graph");
         for (vi, fact) in graph.input.iter_mut().zip(facts) {
@@ -157,11 +161,12 @@ impl CpuSegment {
             return Ok(p.clone());
         }
         let mut model = self.typed_model(facts)?;
-        if self.own_ops {
-            cpu_ops::patch(&mut model, cpu_ops::Isa::best()).map_err(|e| self.err(e))?;
-        }
-        let plan =
-            model.into_optimized().and_then(|m| m.into_runnable()).map_err(|e| self.err(e))?;
+        let plan = self.guarded(|| {
+            if self.own_ops {
+                cpu_ops::patch(&mut model, cpu_ops::Isa::best()).map_err(|e| self.err(e))?;
+            }
+            model.into_optimized().and_then(|m| m.into_runnable()).map_err(|e| self.err(e))
+        })?;
         let mut cache = self.plans.lock().unwrap_or_else(|e| e.into_inner());
         Ok(cache.entry(facts.to_vec()).or_insert(plan).clone())
     }
@@ -170,12 +175,7 @@ impl CpuSegment {
     pub fn run(&self, env: &HashMap<String, TValue>) -> Result<Vec<(String, TValue)>> {
         let (values, facts) = self.gather(env)?;
         let plan = self.plan(&facts)?;
-        // The plan is immutable and each run builds its own state, so a panic inside the engine
-        // (an allocation it cannot make for a size computed from input values, which no static
-        // bound sees) leaves nothing half-updated: it becomes this segment's error.
-        let outs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| plan.run(values)))
-            .map_err(|panic| self.err(format!("the engine failed: {}", panic_message(&panic))))?
-            .map_err(|e| self.err(e))?;
+        let outs = self.guarded(|| plan.run(values).map_err(|e| self.err(e)))?;
         Ok(self.outputs.iter().cloned().zip(outs).collect())
     }
 
@@ -216,6 +216,17 @@ impl CpuSegment {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok((fma, outs))
+    }
+
+    /// Runs `work` (planning or running this segment in the engine), turning a panic inside
+    /// the engine into this segment's error. Planning works on a copy of the segment's graph and
+    /// a plan is immutable (each run builds its own state), so a panic leaves nothing
+    /// half-updated. The engine's analysis of a crafted graph can panic where hydrant's own checks
+    /// found nothing wrong; this keeps such a file from taking down the caller.
+    fn guarded<T>(&self, work: impl FnOnce() -> Result<T>) -> Result<T> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|panic| {
+            Err(self.err(format!("the engine failed: {}", panic_message(&panic))))
+        })
     }
 
     pub(crate) fn err(&self, e: impl std::fmt::Display) -> Error {

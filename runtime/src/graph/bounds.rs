@@ -98,6 +98,7 @@ fn propagate(
             .iter()
             .map(|i| known.get(i.as_str()).cloned().unwrap_or_else(Info::unknown))
             .collect();
+        check_indices(node, &inputs)?;
         let outputs = infer(node, &inputs);
         if let Some(first) = outputs.first() {
             visit(node, first)?;
@@ -441,6 +442,31 @@ fn gather(node: &pb::NodeProto, x: &[Info]) -> Info {
         Some(s)
     });
     Info { shape, elem: data.elem, values }
+}
+
+/// Refuses a `Gather` whose known indices fall outside the known size of its axis (the engine
+/// would index out of bounds while it evaluates the graph's shape arithmetic).
+fn check_indices(node: &pb::NodeProto, x: &[Info]) -> Result<()> {
+    let (Some(data), Some(idx)) = (x.first(), x.get(1)) else { return Ok(()) };
+    if node.op_type != "Gather" {
+        return Ok(());
+    }
+    let (Some(shape), Some(indices)) = (data.shape.as_ref(), idx.ints()) else { return Ok(()) };
+    let rank = shape.len() as i64;
+    let axis = int_attr(node, "axis").unwrap_or(0);
+    let bad =
+        |why: String| Err(Error::InvalidModel(format!("node `{}` (Gather): {why}", node.name)));
+    let a = if axis < 0 { axis.saturating_add(rank) } else { axis };
+    if a < 0 || a >= rank {
+        return bad(format!("axis {axis} is out of range for rank {rank}"));
+    }
+    if let Some(n) = shape[a as usize] {
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        if let Some(i) = indices.iter().find(|&&i| i < -n || i >= n) {
+            return bad(format!("index {i} is out of range for an axis of size {n}"));
+        }
+    }
+    Ok(())
 }
 
 /// `Slice` of a known 1-D tensor along axis 0 (the shape arithmetic of exported graphs).
@@ -892,6 +918,21 @@ mod tests {
         let inits = vec![i64s("one", &[1]), i64s("million", &[1_000_000])];
         check(&graph(nodes.clone(), inits.clone(), &[Some(1), None]), LIMIT).unwrap();
         refused(&graph(nodes, inits, &[Some(1), Some(4)]), "node `bomb` (ConstantOfShape)");
+    }
+
+    #[test]
+    fn gather_indices_outside_their_axis_are_refused() {
+        let nodes = vec![
+            node("Shape", &["x"], "shape", vec![]),
+            node("Gather", &["shape", "i"], "n", vec![int("axis", 0)]),
+        ];
+        let g = |i: i64| graph(nodes.clone(), vec![i64s("i", &[i])], &[None, Some(4)]);
+        check(&g(1), LIMIT).unwrap();
+        check(&g(-2), LIMIT).unwrap();
+        for i in [2, -3, i64::MAX, i64::MIN] {
+            let e = check(&g(i), LIMIT).unwrap_err().to_string();
+            assert!(e.contains("node `n` (Gather): index") && e.contains("axis of size 2"), "{e}");
+        }
     }
 
     #[test]
