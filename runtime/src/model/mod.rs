@@ -2,24 +2,30 @@
 //! the heads asked for, keep trunk [`Features`] to run heads later.
 
 mod export;
+#[cfg(feature = "cuda")]
+mod gpu;
 mod io;
 mod layout;
 mod options;
+mod route;
 
 pub use io::{Features, Outputs};
-pub use options::{Device, LoadOptions, MAX_THREADS};
+pub use options::{Device, LoadOptions, Precision, MAX_THREADS};
 
 use crate::backend::cpu::{self, CpuSegment, Fact};
+use crate::backend::cuda::fallback::{place, Placement};
+use crate::backend::cuda::ir::SegmentIr;
 use crate::backend::device;
 use crate::backend::profile::NodeTime;
 use crate::backend::rows::{self, Env};
 use crate::error::{Error, Result};
 use crate::graph::{split, Dim, OnnxGraph, Split, TensorSpec};
 use crate::heads::HeadSet;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 use crate::train::import::{import_head, NotTrainable};
 use crate::train::Head;
-use layout::{BaseNeeds, HeadSource, Layout};
+use layout::{BaseNeeds, HeadSource, Layout, Routes};
+use route::PartFacts;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
@@ -62,6 +68,11 @@ pub struct Model {
     rows_wanted: bool,
     /// Segments computing arbitrary graph tensors, by tensor set (for [`Model::tensors`]).
     probes: Mutex<HashMap<Vec<String>, Arc<CpuSegment>>>,
+    /// The element type of tensors on the GPU.
+    precision: Precision,
+    /// The CUDA device, when the model runs on one.
+    #[cfg(feature = "cuda")]
+    gpu: Option<Arc<crate::backend::cuda::context::GpuContext>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -143,16 +154,16 @@ impl Model {
         };
         let requested =
             device::requested(options.device, std::env::var("HYDRANT_DEVICE").ok().as_deref())?;
-        let mut choice = device::choose(requested, &device::Probe::detect())?;
-        let split = split::split(&graph, &options.cut_points)?;
-        if choice.device != Device::Cpu {
-            // The GPU executor runs segments (backend::cuda::exec); `Model::run` does not route
-            // to it yet (docs/CUDA.md).
-            choice.reason.push_str("; model runs still execute on the CPU backend");
-            if let Some(parts) = crate::backend::cuda::fallback::cpu_parts(&graph, &split) {
-                choice.reason.push_str(&format!("; not GPU-ready: {parts}"));
-            }
+        let choice = device::choose(requested, &device::Probe::detect())?;
+        #[cfg(feature = "cuda")]
+        let (choice, gpu) = gpu::open(choice, requested)?;
+        if choice.device == Device::Cpu && options.precision != Precision::F32 {
+            return Err(Error::InvalidArgument(format!(
+                "precision {} needs the CUDA backend; the model runs on the CPU ({})",
+                options.precision, choice.reason
+            )));
         }
+        let split = split::split(&graph, &options.cut_points)?;
         let base_needs = layout::base_needs(&graph, &split);
         let own_ops = crate::backend::cpu_ops::enabled(options.own_cpu_ops);
         let layout = Layout::from_split(&graph, &split, own_ops);
@@ -161,7 +172,7 @@ impl Model {
         let rows_wanted = options
             .batch_as_rows
             .unwrap_or_else(|| graph.nodes().iter().any(|n| n.op_type == "Conv"));
-        Ok(Model {
+        let mut model = Model {
             graph,
             base_split: split,
             base_needs,
@@ -171,7 +182,97 @@ impl Model {
             device: choice,
             rows_wanted,
             probes: Mutex::new(HashMap::new()),
+            precision: options.precision,
+            #[cfg(feature = "cuda")]
+            gpu,
+        };
+        if matches!(model.device.device, Device::Cuda(_)) {
+            let parts = {
+                let layout = model.layout();
+                let routes = model.routes(&layout);
+                let all: Vec<route::Route> =
+                    routes.trunk.iter().chain(&routes.heads).cloned().collect();
+                route::describe(&all)
+            };
+            model.device.reason =
+                format!("{}; {} storage; {parts}", model.device.reason, model.precision);
+        }
+        Ok(model)
+    }
+
+    /// Where each part of `layout` runs (decided on the layout's first use).
+    fn routes<'a>(&self, layout: &'a Layout) -> &'a Routes {
+        layout.routes.get_or_init(|| {
+            let cuda = matches!(self.device.device, Device::Cuda(_));
+            let mut trunk = route::decide(self.device.device, &self.part_facts(layout, cuda));
+            let heads = trunk.split_off(layout.trunk.len());
+            Routes { trunk, heads }
         })
+    }
+
+    /// What the routing decision reads about each trunk part and head of `layout`: placements
+    /// and boundary element types when `cuda`, names only otherwise.
+    fn part_facts(&self, layout: &Layout, cuda: bool) -> Vec<PartFacts> {
+        let mut env = self.input_facts(1).unwrap_or_default();
+        let mut boundary = |seg: &CpuSegment| -> Vec<(String, Option<DType>)> {
+            let facts: Option<Vec<Fact>> = seg.inputs.iter().map(|n| env.get(n).cloned()).collect();
+            if let Some(Ok((_, outs))) = facts.map(|f| seg.cost(&f)) {
+                env.extend(seg.outputs.iter().cloned().zip(outs));
+            }
+            let names = seg.inputs.iter().chain(&seg.outputs);
+            names.map(|n| (n.clone(), env.get(n).map(|f| f.0))).collect()
+        };
+        let mut out = Vec::new();
+        for t in &layout.trunk {
+            let (placement, bound) = if cuda {
+                let ir = SegmentIr::from_graph(&self.graph, &t.nodes, &t.segment.outputs);
+                (Some(place(&ir)), boundary(&t.segment))
+            } else {
+                (None, Vec::new())
+            };
+            out.push(PartFacts { name: t.segment.name.clone(), placement, boundary: bound });
+        }
+        for h in &layout.heads {
+            let name = format!("head {}", h.part.name);
+            let (placement, bound) = match &h.segment {
+                Some(seg) if cuda => {
+                    let placed = match &h.source {
+                        HeadSource::Graph(_) => Ok(place(&SegmentIr::from_graph(
+                            &self.graph,
+                            &h.part.nodes,
+                            &seg.outputs,
+                        ))),
+                        HeadSource::Layers(_) => route::standalone_graph(seg).map(|g| {
+                            let nodes: Vec<usize> = (0..g.nodes().len()).collect();
+                            place(&SegmentIr::from_graph(&g, &nodes, &seg.outputs))
+                        }),
+                    };
+                    let placement = placed.unwrap_or_else(|e| Placement::Cpu {
+                        node: seg.name.clone(),
+                        op: "graph".into(),
+                        reason: e.to_string(),
+                    });
+                    (Some(placement), boundary(seg))
+                }
+                _ => (None, Vec::new()),
+            };
+            out.push(PartFacts { name, placement, boundary: bound });
+        }
+        out
+    }
+
+    /// Where each trunk part and head runs now, in [`Model::split`] order: the part's name
+    /// (`trunk[cls,box]`, `head lbl`) and `cuda`, `cpu`, or on a CUDA model the reason a part
+    /// stays on the CPU (`cpu (Cast node `to_float`: no GPU kernel)`).
+    pub fn part_devices(&self) -> Vec<(String, String)> {
+        let layout = self.layout();
+        let routes = self.routes(&layout);
+        routes.trunk.iter().chain(&routes.heads).map(|r| (r.name.clone(), r.describe())).collect()
+    }
+
+    /// The element type of tensors on the GPU ([`LoadOptions::precision`]).
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The current layout (one consistent snapshot).
@@ -206,7 +307,10 @@ impl Model {
     }
 
     /// Why the model runs on [`Model::device`] (`requested`, or what automatic selection
-    /// found, such as `auto: no CUDA driver (libcuda) found`).
+    /// found, such as `auto: no CUDA driver (libcuda) found`). On a CUDA device it goes on with
+    /// the storage type and where each part runs as loaded (`requested; f32 storage;
+    /// trunk[cls]: cuda; head lbl: cpu (Cast node `to_float`: no GPU kernel)`); after heads are
+    /// swapped or added, [`Model::part_devices`] says where the parts run now.
     pub fn device_reason(&self) -> &str {
         &self.device.reason
     }
@@ -226,6 +330,12 @@ impl Model {
         let layout = self.layout();
         let heads = head_indices(&layout, heads)?;
         let env = self.check_inputs(inputs)?;
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = self.routed(&layout) {
+            let mut values = gpu::Values::new(gpu, gpu::storage(self.precision), env);
+            self.gpu_trunk(&layout, &mut values, &heads)?;
+            return Outputs::from_values(self.gpu_heads(&layout, &mut values, &heads)?);
+        }
         let outputs = self.by_rows(&layout, env, |env| {
             let features = trunk_values(&layout, env, &heads)?;
             head_values(&layout, &features.values, &heads)
@@ -251,6 +361,12 @@ impl Model {
     pub fn heads(&self, features: &Features, heads: &[&str]) -> Result<Outputs> {
         let layout = self.layout();
         let heads = head_indices(&layout, heads)?;
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = self.routed(&layout) {
+            let storage = gpu::storage(self.precision);
+            let mut values = gpu::Values::new(gpu, storage, features.values.clone());
+            return Outputs::from_values(self.gpu_heads(&layout, &mut values, &heads)?);
+        }
         let outputs = self
             .by_rows(&layout, features.values.clone(), |env| head_values(&layout, &env, &heads))?;
         Outputs::from_values(outputs)
@@ -429,6 +545,13 @@ impl Model {
         heads: &[usize],
     ) -> Result<Features> {
         let env = self.check_inputs(inputs)?;
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = self.routed(layout) {
+            let mut values = gpu::Values::new(gpu, gpu::storage(self.precision), env);
+            self.gpu_trunk(layout, &mut values, heads)?;
+            let keep = cut_points(layout, heads);
+            return Ok(Features { values: values.features(&keep)? });
+        }
         let values = self.by_rows(layout, env, |env| {
             let mut named: Vec<(String, TValue)> =
                 trunk_values(layout, env, heads)?.values.into_iter().collect();
@@ -654,10 +777,18 @@ fn trunk_values(layout: &Layout, mut env: Env, heads: &[usize]) -> Result<Featur
             }
         }
     }
-    let keep: Vec<&String> =
-        heads.iter().flat_map(|&h| layout.heads[h].part.cut_points.iter()).collect();
+    let keep = cut_points(layout, heads);
     env.retain(|k, _| keep.contains(&k));
     Ok(Features { values: env })
+}
+
+/// The trunk tensors `heads` read.
+fn cut_points<'a>(layout: &'a Layout, heads: &[usize]) -> Vec<&'a String> {
+    let mut keep: Vec<&String> =
+        heads.iter().flat_map(|&h| layout.heads[h].part.cut_points.iter()).collect();
+    keep.sort();
+    keep.dedup();
+    keep
 }
 
 fn head_values(layout: &Layout, features: &Env, heads: &[usize]) -> Result<Vec<(String, TValue)>> {
@@ -697,6 +828,71 @@ fn check_budget(trunk: &crate::train::trunk::Trunk, budget: u64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name)
+    }
+
+    fn cpu_model(name: &str) -> Model {
+        Model::load(fixture(name), LoadOptions::new().device(Device::Cpu)).unwrap()
+    }
+
+    /// The routes a CUDA device would give each part of the fixture `name`.
+    fn cuda_routes(model: &Model) -> Vec<route::Route> {
+        let layout = model.layout();
+        route::decide(Device::Cuda(0), &model.part_facts(&layout, true))
+    }
+
+    #[test]
+    fn fixture_parts_route_to_the_gpu_unless_an_op_or_a_type_keeps_them_on_the_cpu() {
+        let hydranet = cpu_model("hydranet.onnx");
+        let routes = cuda_routes(&hydranet);
+        assert_eq!(routes.len(), hydranet.split().trunk.len() + hydranet.head_names().len());
+        for r in &routes {
+            assert_eq!(r.backend, route::Backend::Cuda, "{}: {:?}", r.name, r.why);
+        }
+        let dtypes = cpu_model("dtypes.onnx");
+        let routes = cuda_routes(&dtypes);
+        let cpu: Vec<String> = routes
+            .iter()
+            .filter(|r| r.backend == route::Backend::Cpu)
+            .map(|r| format!("{}: {}", r.name, r.describe()))
+            .collect();
+        assert!(!cpu.is_empty(), "dtypes.onnx reads u8 and casts");
+        assert!(cpu.iter().any(|c| c.contains("Cast node") || c.contains("is u8")), "{cpu:?}");
+    }
+
+    #[test]
+    fn a_cpu_model_says_every_part_runs_on_the_cpu() {
+        let m = cpu_model("hydranet.onnx");
+        let parts = m.part_devices();
+        assert_eq!(parts.len(), m.split().trunk.len() + m.head_names().len());
+        assert!(parts.iter().all(|(_, d)| d == "cpu"), "{parts:?}");
+        assert!(parts.iter().any(|(p, _)| p.starts_with("trunk[")), "{parts:?}");
+        assert!(parts.iter().any(|(p, _)| p.starts_with("head ")), "{parts:?}");
+        assert_eq!(m.precision(), Precision::F32);
+        assert!(!m.device_reason().contains("storage"), "{}", m.device_reason());
+    }
+
+    #[test]
+    fn half_precision_on_the_cpu_is_refused() {
+        for p in [Precision::F16, Precision::Bf16] {
+            let e = Model::load(
+                fixture("single.onnx"),
+                LoadOptions::new().device(Device::Cpu).precision(p),
+            )
+            .unwrap_err();
+            assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+            let text = e.to_string();
+            assert!(text.contains(&format!("precision {p} needs the CUDA backend")), "{text}");
+        }
+        let m = Model::load(
+            fixture("single.onnx"),
+            LoadOptions::new().device(Device::Cpu).precision(Precision::F32),
+        )
+        .unwrap();
+        assert_eq!(m.device(), Device::Cpu);
+    }
 
     #[test]
     fn model_is_send_and_sync() {

@@ -26,6 +26,8 @@ pub struct GpuContext {
     ctx: Arc<CudaContext>,
     include: PathBuf,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    /// Held by a model while it runs a segment or moves tensors (one cuBLAS handle, one stream).
+    turn: Mutex<()>,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -119,6 +121,7 @@ impl GpuContext {
             ctx,
             include,
             modules: Mutex::new(HashMap::new()),
+            turn: Mutex::new(()),
         })
     }
 
@@ -181,6 +184,12 @@ impl GpuContext {
         end.record(&self.stream).map_err(|e| err(self.ordinal, e))?;
         end.synchronize().map_err(|e| err(self.ordinal, e))?;
         start.elapsed_ms(&end).map_err(|e| err(self.ordinal, e))
+    }
+
+    /// The device for the caller alone until the guard drops: models running on several threads
+    /// take turns per segment, as the cuBLAS handle must not be used by two threads at once.
+    pub fn turn(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.turn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Waits for every launch so far.

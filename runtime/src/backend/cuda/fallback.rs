@@ -131,30 +131,6 @@ pub fn place(segment: &SegmentIr) -> Placement {
     Placement::Cuda
 }
 
-/// The parts of `split` the GPU could not run, as one line for the device reason (`None` when
-/// the GPU runs every part): `trunk[cls,box]: cpu: Cast node `c` (no GPU kernel)`, joined by `; `.
-pub fn cpu_parts(graph: &crate::graph::OnnxGraph, split: &crate::graph::Split) -> Option<String> {
-    let mut parts: Vec<(String, &[usize])> = Vec::new();
-    for t in &split.trunk {
-        let heads: Vec<&str> = t.heads.iter().map(|&h| split.heads[h].name.as_str()).collect();
-        parts.push((format!("trunk[{}]", heads.join(",")), &t.nodes));
-    }
-    for h in &split.heads {
-        parts.push((format!("head {}", h.name), &h.nodes));
-    }
-    let lines: Vec<String> = parts
-        .into_iter()
-        .filter_map(|(name, nodes)| {
-            let (_, outputs) = crate::graph::split::boundary(graph, nodes);
-            match place(&SegmentIr::from_graph(graph, nodes, &outputs)) {
-                Placement::Cuda => None,
-                p => Some(format!("{name}: {}", p.describe())),
-            }
-        })
-        .collect();
-    (!lines.is_empty()).then(|| lines.join("; "))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,20 +202,6 @@ mod tests {
             assert_eq!(placement(f), Placement::Cuda, "{f}");
         }
         assert!(matches!(placement("dtypes.onnx"), Placement::Cpu { op, .. } if op == "Cast"));
-    }
-
-    #[test]
-    fn parts_the_gpu_cannot_run_are_named_by_segment() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
-        let load = |f: &str| {
-            let g = crate::graph::OnnxGraph::load(&dir.join(f)).unwrap();
-            let s = crate::graph::split::split(&g, &[]).unwrap();
-            cpu_parts(&g, &s)
-        };
-        assert_eq!(load("hydranet.onnx"), None);
-        let why = load("dtypes.onnx").expect("dtypes.onnx has Cast and ArgMax");
-        assert!(why.contains("Cast node") || why.contains("ArgMax node"), "{why}");
-        assert!(why.contains(": cpu: "), "{why}");
     }
 
     #[test]
