@@ -3,7 +3,8 @@
 //!
 //! The planning half is plain Rust, built and tested everywhere: [`ir`] (the planner's view of a
 //! segment), [`fallback`] (which ops run on the GPU, else where and why), [`fusion`] (which nodes
-//! become one launch), [`memory`] (buffer reuse by liveness), [`geometry`] (grids and blocks).
+//! become one launch), [`memory`] (buffer reuse by liveness), [`geometry`] (grids and blocks),
+//! [`ptx_cache`] (compiled PTX kept on disk).
 //! The executing half needs the `cuda` feature: [`probe`] (driver and devices; nothing touches
 //! the driver before the driver library is known to load, as cudarc panics without it),
 //! [`context`] (device, stream, cuBLAS, NVRTC module cache) and [`exec`] (device tensors, one
@@ -15,6 +16,7 @@ pub mod fusion;
 pub mod geometry;
 pub mod ir;
 pub mod memory;
+pub mod ptx_cache;
 
 #[cfg(feature = "cuda")]
 pub mod context;
