@@ -6,7 +6,7 @@
 #                                       # gpu_routing,gpu_bench,hydrant}, packed as
 #                                       # target/gpu-check.tar.xz
 #   bash scripts/gpu_check.sh           # on the GPU machine, from the repository root, with
-#                                       # target/gpu-check.tar.xz carried over (~17 MB)
+#                                       # target/gpu-check.tar.xz carried over (~24 MB)
 #
 # Steps: the device as hydrant sees it; parity (every kernel against plain references, the
 # optimizer kernels against the CPU optimizer, every fixture model against the CPU backend,

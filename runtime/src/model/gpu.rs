@@ -184,7 +184,10 @@ impl Model {
                 }
             }
             for name in &slot.part.outputs {
-                out.push((name.clone(), values.host(name)?));
+                let v = values
+                    .host(name)
+                    .map_err(|e| part_error(&format!("head {}", slot.part.name), e))?;
+                out.push((name.clone(), v));
             }
         }
         Ok(out)

@@ -862,6 +862,30 @@ mod tests {
         assert!(cpu.iter().any(|c| c.contains("Cast node") || c.contains("is u8")), "{cpu:?}");
     }
 
+    /// Heads set in at run time are planned from their own graph; these (a swapped file head
+    /// and an added pooled linear head) place on the GPU, as `gpu_routing` expects.
+    #[test]
+    fn swapped_and_added_heads_route_to_the_gpu() {
+        use crate::train::{HeadSpec, Init, LayerSpec, TaskSpec};
+        let m = cpu_model("hydranet.onnx");
+        let old = m.trainable_head("box").unwrap();
+        m.swap_head("box", &Head::init(old.spec().clone(), Init::XavierUniform, 7).unwrap())
+            .unwrap();
+        let layers = vec![
+            LayerSpec::GlobalAvgPool { keep_dims: false },
+            LayerSpec::Linear { in_features: 16, out_features: 4, bias: true },
+        ];
+        let task = TaskSpec::from_loss_name("ce", 4).unwrap();
+        let spec = HeadSpec::new("texture", "/trunk/block1/Relu_1_output_0", layers, Some(task));
+        m.add_head(&Head::init(spec, Init::KaimingUniform, 8).unwrap()).unwrap();
+        let routes = cuda_routes(&m);
+        for name in ["head box", "head texture"] {
+            let r = routes.iter().find(|r| r.name == name).expect(name);
+            assert_eq!(r.backend, route::Backend::Cuda, "{name}: {:?}", r.why);
+        }
+        assert!(routes.iter().all(|r| r.backend == route::Backend::Cuda), "{routes:?}");
+    }
+
     #[test]
     fn a_cpu_model_says_every_part_runs_on_the_cpu() {
         let m = cpu_model("hydranet.onnx");

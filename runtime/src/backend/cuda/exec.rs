@@ -973,6 +973,14 @@ fn single(
             gpu.pool2d(x, &p, node.op == "MaxPool", node.int("count_include_pad", 0) != 0)
         }
         "GlobalAveragePool" => gpu.global_avgpool(x),
+        "ReduceMean" => {
+            // Placed only with axes (2, 3) of NCHW: a global average pool.
+            let mut y = gpu.global_avgpool(x)?;
+            if node.int("keepdims", 1) == 0 {
+                y.shape.truncate(2);
+            }
+            Ok(y)
+        }
         "Softmax" => gpu.softmax(x),
         "LayerNormalization" => {
             let (g, b) = (

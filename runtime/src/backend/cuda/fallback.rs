@@ -102,6 +102,11 @@ pub fn supported(node: &OpNode, ir: &SegmentIr) -> Result<(), String> {
             }
             Ok(())
         }
+        "ReduceMean" => match node.ints("axes") {
+            // `x.mean((2, 3))` over NCHW (heads' global average pooling): a global average pool.
+            Some([2, 3]) if node.inputs.len() == 1 => Ok(()),
+            _ => Err("axes other than (2, 3) given as an attribute".into()),
+        },
         "Clip" => match activation(node, ir) {
             Some(_) => Ok(()),
             None => Err("bounds other than 0..6 or 0..∞, or not constant".into()),
@@ -222,6 +227,15 @@ mod tests {
             .with("coordinate_transformation_mode", Attr::Str("asymmetric".into()))
             .with("nearest_mode", Attr::Str("floor".into()));
         assert_eq!(supported(&nearest, &none), Ok(()));
+        let mean = |axes: Vec<i64>| {
+            OpNode::new("ReduceMean", &["x"], &["y"]).with("axes", Attr::Ints(axes))
+        };
+        assert_eq!(supported(&mean(vec![2, 3]), &none), Ok(()));
+        for axes in [vec![1], vec![-2, -1], vec![2], vec![1, 2, 3]] {
+            assert!(supported(&mean(axes.clone()), &none).is_err(), "{axes:?}");
+        }
+        let axes_input = OpNode::new("ReduceMean", &["x", "axes"], &["y"]);
+        assert!(supported(&axes_input, &none).is_err());
         let train_bn = OpNode::new("BatchNormalization", &["x"], &["y", "m", "v"]);
         assert!(supported(&train_bn, &none).is_err());
     }
