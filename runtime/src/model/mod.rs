@@ -13,19 +13,16 @@ pub use io::{Features, Outputs};
 pub use options::{Device, LoadOptions, Precision, MAX_THREADS};
 
 use crate::backend::cpu::{self, CpuSegment, Fact};
-use crate::backend::cuda::fallback::{place, Placement};
-use crate::backend::cuda::ir::SegmentIr;
 use crate::backend::device;
 use crate::backend::profile::NodeTime;
 use crate::backend::rows::{self, Env};
 use crate::error::{Error, Result};
 use crate::graph::{split, Dim, OnnxGraph, Split, TensorSpec};
 use crate::heads::HeadSet;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 use crate::train::import::{import_head, NotTrainable};
 use crate::train::Head;
-use layout::{BaseNeeds, HeadSource, Layout, Routes};
-use route::PartFacts;
+use layout::{BaseNeeds, HeadSource, Layout};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
@@ -198,76 +195,6 @@ impl Model {
                 format!("{}; {} storage; {parts}", model.device.reason, model.precision);
         }
         Ok(model)
-    }
-
-    /// Where each part of `layout` runs (decided on the layout's first use).
-    fn routes<'a>(&self, layout: &'a Layout) -> &'a Routes {
-        layout.routes.get_or_init(|| {
-            let cuda = matches!(self.device.device, Device::Cuda(_));
-            let mut trunk = route::decide(self.device.device, &self.part_facts(layout, cuda));
-            let heads = trunk.split_off(layout.trunk.len());
-            Routes { trunk, heads }
-        })
-    }
-
-    /// What the routing decision reads about each trunk part and head of `layout`: placements
-    /// and boundary element types when `cuda`, names only otherwise.
-    fn part_facts(&self, layout: &Layout, cuda: bool) -> Vec<PartFacts> {
-        let mut env = self.input_facts(1).unwrap_or_default();
-        let mut boundary = |seg: &CpuSegment| -> Vec<(String, Option<DType>)> {
-            let facts: Option<Vec<Fact>> = seg.inputs.iter().map(|n| env.get(n).cloned()).collect();
-            if let Some(Ok((_, outs))) = facts.map(|f| seg.cost(&f)) {
-                env.extend(seg.outputs.iter().cloned().zip(outs));
-            }
-            let names = seg.inputs.iter().chain(&seg.outputs);
-            names.map(|n| (n.clone(), env.get(n).map(|f| f.0))).collect()
-        };
-        let mut out = Vec::new();
-        for t in &layout.trunk {
-            let (placement, bound) = if cuda {
-                let ir = SegmentIr::from_graph(&self.graph, &t.nodes, &t.segment.outputs);
-                (Some(place(&ir)), boundary(&t.segment))
-            } else {
-                (None, Vec::new())
-            };
-            out.push(PartFacts { name: t.segment.name.clone(), placement, boundary: bound });
-        }
-        for h in &layout.heads {
-            let name = format!("head {}", h.part.name);
-            let (placement, bound) = match &h.segment {
-                Some(seg) if cuda => {
-                    let placed = match &h.source {
-                        HeadSource::Graph(_) => Ok(place(&SegmentIr::from_graph(
-                            &self.graph,
-                            &h.part.nodes,
-                            &seg.outputs,
-                        ))),
-                        HeadSource::Layers(_) => route::standalone_graph(seg).map(|g| {
-                            let nodes: Vec<usize> = (0..g.nodes().len()).collect();
-                            place(&SegmentIr::from_graph(&g, &nodes, &seg.outputs))
-                        }),
-                    };
-                    let placement = placed.unwrap_or_else(|e| Placement::Cpu {
-                        node: seg.name.clone(),
-                        op: "graph".into(),
-                        reason: e.to_string(),
-                    });
-                    (Some(placement), boundary(seg))
-                }
-                _ => (None, Vec::new()),
-            };
-            out.push(PartFacts { name, placement, boundary: bound });
-        }
-        out
-    }
-
-    /// Where each trunk part and head runs now, in [`Model::split`] order: the part's name
-    /// (`trunk[cls,box]`, `head lbl`) and `cuda`, `cpu`, or on a CUDA model the reason a part
-    /// stays on the CPU (`cpu (Cast node `to_float`: no GPU kernel)`).
-    pub fn part_devices(&self) -> Vec<(String, String)> {
-        let layout = self.layout();
-        let routes = self.routes(&layout);
-        routes.trunk.iter().chain(&routes.heads).map(|r| (r.name.clone(), r.describe())).collect()
     }
 
     /// The element type of tensors on the GPU ([`LoadOptions::precision`]).
@@ -835,55 +762,6 @@ mod tests {
 
     fn cpu_model(name: &str) -> Model {
         Model::load(fixture(name), LoadOptions::new().device(Device::Cpu)).unwrap()
-    }
-
-    /// The routes a CUDA device would give each part of the fixture `name`.
-    fn cuda_routes(model: &Model) -> Vec<route::Route> {
-        let layout = model.layout();
-        route::decide(Device::Cuda(0), &model.part_facts(&layout, true))
-    }
-
-    #[test]
-    fn fixture_parts_route_to_the_gpu_unless_an_op_or_a_type_keeps_them_on_the_cpu() {
-        let hydranet = cpu_model("hydranet.onnx");
-        let routes = cuda_routes(&hydranet);
-        assert_eq!(routes.len(), hydranet.split().trunk.len() + hydranet.head_names().len());
-        for r in &routes {
-            assert_eq!(r.backend, route::Backend::Cuda, "{}: {:?}", r.name, r.why);
-        }
-        let dtypes = cpu_model("dtypes.onnx");
-        let routes = cuda_routes(&dtypes);
-        let cpu: Vec<String> = routes
-            .iter()
-            .filter(|r| r.backend == route::Backend::Cpu)
-            .map(|r| format!("{}: {}", r.name, r.describe()))
-            .collect();
-        assert!(!cpu.is_empty(), "dtypes.onnx reads u8 and casts");
-        assert!(cpu.iter().any(|c| c.contains("Cast node") || c.contains("is u8")), "{cpu:?}");
-    }
-
-    /// Heads set in at run time are planned from their own graph; these (a swapped file head
-    /// and an added pooled linear head) place on the GPU, as `gpu_routing` expects.
-    #[test]
-    fn swapped_and_added_heads_route_to_the_gpu() {
-        use crate::train::{HeadSpec, Init, LayerSpec, TaskSpec};
-        let m = cpu_model("hydranet.onnx");
-        let old = m.trainable_head("box").unwrap();
-        m.swap_head("box", &Head::init(old.spec().clone(), Init::XavierUniform, 7).unwrap())
-            .unwrap();
-        let layers = vec![
-            LayerSpec::GlobalAvgPool { keep_dims: false },
-            LayerSpec::Linear { in_features: 16, out_features: 4, bias: true },
-        ];
-        let task = TaskSpec::from_loss_name("ce", 4).unwrap();
-        let spec = HeadSpec::new("texture", "/trunk/block1/Relu_1_output_0", layers, Some(task));
-        m.add_head(&Head::init(spec, Init::KaimingUniform, 8).unwrap()).unwrap();
-        let routes = cuda_routes(&m);
-        for name in ["head box", "head texture"] {
-            let r = routes.iter().find(|r| r.name == name).expect(name);
-            assert_eq!(r.backend, route::Backend::Cuda, "{name}: {:?}", r.why);
-        }
-        assert!(routes.iter().all(|r| r.backend == route::Backend::Cuda), "{routes:?}");
     }
 
     #[test]
