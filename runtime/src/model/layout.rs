@@ -21,11 +21,11 @@ pub(crate) struct TrunkPart {
 }
 
 /// A part's GPU segment, built on the part's first run on the GPU (weights uploaded once) and
-/// kept for as long as a layout holds the part. Empty in builds without the `cuda` feature.
+/// kept for as long as a layout holds the part.
 #[derive(Default)]
 pub(crate) struct GpuSlot {
-    #[cfg(feature = "cuda")]
-    pub segment: std::sync::Mutex<Option<Arc<crate::backend::cuda::exec::GpuSegment>>>,
+    /// The device's segment (a `GpuSegment` on CUDA).
+    pub segment: std::sync::Mutex<Option<Arc<dyn std::any::Any + Send + Sync>>>,
 }
 
 /// Where each trunk part and head of a layout runs (in `Layout::trunk` and `Layout::heads`

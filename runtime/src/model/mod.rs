@@ -1,6 +1,7 @@
 //! [`Model`]: the public face of hydrant. Load a multi-head model, run the trunk once and only
 //! the heads asked for, keep trunk [`Features`] to run heads later.
 
+mod accel;
 mod export;
 #[cfg(feature = "cuda")]
 mod gpu;
@@ -259,9 +260,10 @@ impl Model {
         let env = self.check_inputs(inputs)?;
         #[cfg(feature = "cuda")]
         if let Some(gpu) = self.routed(&layout) {
-            let mut values = gpu::Values::new(gpu, gpu::storage(self.precision), env);
-            self.gpu_trunk(&layout, &mut values, &heads)?;
-            return Outputs::from_values(self.gpu_heads(&layout, &mut values, &heads)?);
+            let routes = self.routes(&layout);
+            let mut values = accel::Values::new(&gpu, env);
+            self.accel_trunk(&layout, routes, &mut values, &heads)?;
+            return Outputs::from_values(self.accel_heads(&layout, routes, &mut values, &heads)?);
         }
         let outputs = self.by_rows(&layout, env, |env| {
             let features = trunk_values(&layout, env, &heads)?;
@@ -290,9 +292,9 @@ impl Model {
         let heads = head_indices(&layout, heads)?;
         #[cfg(feature = "cuda")]
         if let Some(gpu) = self.routed(&layout) {
-            let storage = gpu::storage(self.precision);
-            let mut values = gpu::Values::new(gpu, storage, features.values.clone());
-            return Outputs::from_values(self.gpu_heads(&layout, &mut values, &heads)?);
+            let routes = self.routes(&layout);
+            let mut values = accel::Values::new(&gpu, features.values.clone());
+            return Outputs::from_values(self.accel_heads(&layout, routes, &mut values, &heads)?);
         }
         let outputs = self
             .by_rows(&layout, features.values.clone(), |env| head_values(&layout, &env, &heads))?;
@@ -474,8 +476,8 @@ impl Model {
         let env = self.check_inputs(inputs)?;
         #[cfg(feature = "cuda")]
         if let Some(gpu) = self.routed(layout) {
-            let mut values = gpu::Values::new(gpu, gpu::storage(self.precision), env);
-            self.gpu_trunk(layout, &mut values, heads)?;
+            let mut values = accel::Values::new(&gpu, env);
+            self.accel_trunk(layout, self.routes(layout), &mut values, heads)?;
             let keep = cut_points(layout, heads);
             return Ok(Features { values: values.features(&keep)? });
         }
