@@ -117,6 +117,25 @@ pub(crate) fn standalone_graph(seg: &CpuSegment) -> Result<OnnxGraph> {
     OnnxGraph::from_proto(proto, None)
 }
 
+/// Where the GPU planner places nodes `nodes` of `graph` handing out `outputs`: `None` when
+/// they compute nothing; on the CPU when an output is a constant (the GPU executor computes
+/// no constants).
+fn placement(graph: &OnnxGraph, nodes: &[usize], outputs: &[String]) -> Option<Placement> {
+    let ir = SegmentIr::from_graph(graph, nodes, outputs);
+    if ir.nodes.is_empty() {
+        return None;
+    }
+    if let Some(c) = outputs.iter().find(|o| graph.const_tensors.contains(*o)) {
+        let made_by = graph.producer.get(c).map(|&p| &graph.nodes()[p]);
+        return Some(Placement::Cpu {
+            node: made_by.map_or(c.clone(), |n| n.name.clone()),
+            op: made_by.map_or("initializer".into(), |n| n.op_type.clone()),
+            reason: format!("hands out the constant `{c}`"),
+        });
+    }
+    Some(place(&ir))
+}
+
 impl Model {
     /// Where each part of `layout` runs (decided on the layout's first use).
     pub(super) fn routes<'a>(&self, layout: &'a Layout) -> &'a Routes {
@@ -143,8 +162,7 @@ impl Model {
         let mut out = Vec::new();
         for t in &layout.trunk {
             let (placement, bound) = if cuda {
-                let ir = SegmentIr::from_graph(&self.graph, &t.nodes, &t.segment.outputs);
-                (Some(place(&ir)), boundary(&t.segment))
+                (placement(&self.graph, &t.nodes, &t.segment.outputs), boundary(&t.segment))
             } else {
                 (None, Vec::new())
             };
@@ -155,22 +173,22 @@ impl Model {
             let (placement, bound) = match &h.segment {
                 Some(seg) if cuda => {
                     let placed = match &h.source {
-                        HeadSource::Graph(_) => Ok(place(&SegmentIr::from_graph(
-                            &self.graph,
-                            &h.part.nodes,
-                            &seg.outputs,
-                        ))),
+                        HeadSource::Graph(_) => {
+                            Ok(placement(&self.graph, &h.part.nodes, &seg.outputs))
+                        }
                         HeadSource::Layers(_) => standalone_graph(seg).map(|g| {
                             let nodes: Vec<usize> = (0..g.nodes().len()).collect();
-                            place(&SegmentIr::from_graph(&g, &nodes, &seg.outputs))
+                            placement(&g, &nodes, &seg.outputs)
                         }),
                     };
-                    let placement = placed.unwrap_or_else(|e| Placement::Cpu {
-                        node: seg.name.clone(),
-                        op: "graph".into(),
-                        reason: e.to_string(),
+                    let placed = placed.unwrap_or_else(|e| {
+                        Some(Placement::Cpu {
+                            node: seg.name.clone(),
+                            op: "graph".into(),
+                            reason: e.to_string(),
+                        })
                     });
-                    (Some(placement), boundary(seg))
+                    (placed, boundary(seg))
                 }
                 _ => (None, Vec::new()),
             };
@@ -251,6 +269,25 @@ mod tests {
             assert_eq!(r.backend, Backend::Cuda, "{name}: {:?}", r.why);
         }
         assert!(routes.iter().all(|r| r.backend == Backend::Cuda), "{routes:?}");
+    }
+
+    #[test]
+    fn parts_computing_nothing_or_handing_out_constants_stay_on_the_cpu() {
+        let g = OnnxGraph::load(&fixture("hydranet.onnx")).unwrap();
+        let all: Vec<usize> = (0..g.nodes().len()).collect();
+        assert_eq!(placement(&g, &all, g.outputs()), Some(Placement::Cuda));
+        let consts: Vec<usize> = all.iter().copied().filter(|&n| g.const_node[n]).collect();
+        assert_eq!(placement(&g, &consts, &[]), None, "only constant nodes");
+        assert_eq!(placement(&g, &[], &[]), None);
+        let c = g.const_tensors.iter().next().expect("hydranet has initializers").clone();
+        let mut outputs = g.outputs().to_vec();
+        outputs.push(c.clone());
+        match placement(&g, &all, &outputs) {
+            Some(Placement::Cpu { reason, .. }) => {
+                assert_eq!(reason, format!("hands out the constant `{c}`"))
+            }
+            p => panic!("{p:?}"),
+        }
     }
 
     fn part(
