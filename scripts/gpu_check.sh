@@ -85,6 +85,8 @@ for l in libcuda.so.1 libnvrtc.so.13 libcublas.so.13; do
   python3 -c "import ctypes,sys; ctypes.CDLL(sys.argv[1])" "$l" 2>/dev/null && echo "$l: loads" || echo "$l: MISSING"
 done
 export HYDRANT_FIXTURES=$PWD/tests/fixtures
+# The first process compiles each kernel module and stores its PTX; the later ones read it.
+export HYDRANT_PTX_CACHE=${HYDRANT_PTX_CACHE:-$(mktemp -d)}
 
 section "device selection"
 "$out/hydrant" inspect tests/fixtures/hydranet.onnx | sed -n '/^device:/,$p'
@@ -94,6 +96,8 @@ section "device selection"
 
 section "parity"
 timeout 240 "$out/gpu_parity" --test-threads=1 --nocapture || { echo "PARITY FAILED"; status=1; }
+
+echo "PTX cache $HYDRANT_PTX_CACHE: $(find "$HYDRANT_PTX_CACHE" -name '*.ptx' | wc -l) module file(s)"
 
 section "model runs routed to the GPU"
 timeout 120 "$out/gpu_routing" --test-threads=1 --nocapture || { echo "ROUTING FAILED"; status=1; }
