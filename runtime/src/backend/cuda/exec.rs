@@ -822,7 +822,11 @@ impl GpuSegment {
         }
         let mut out = HashMap::new();
         for o in &ir.outputs {
-            let t = env.made.remove(o).ok_or_else(|| Error::MissingFeature(o.clone()))?;
+            let t = match env.made.remove(o) {
+                Some(t) => t,
+                // An output that is one of the inputs is handed out as a copy.
+                None => reshaped(gpu, env.get(o)?, env.get(o)?.shape.clone())?,
+            };
             out.insert(o.clone(), t);
         }
         Ok(out)
