@@ -3,18 +3,19 @@
 # driver, Python and PyTorch, and no Rust toolchain.
 #
 #   bash scripts/gpu_check.sh --build   # with Rust: builds target/gpu-check/{gpu_parity,
-#                                       # gpu_bench,gpu_train_bench,hydrant}, packed as
-#                                       # target/gpu-check.tar.xz
+#                                       # gpu_routing,gpu_bench,gpu_train_bench,hydrant}, packed
+#                                       # as target/gpu-check.tar.xz
 #   bash scripts/gpu_check.sh           # on the GPU machine, from the repository root, with
-#                                       # target/gpu-check.tar.xz carried over (~23 MB)
+#                                       # target/gpu-check.tar.xz carried over (~25 MB)
 #
 # Steps: the device as hydrant sees it; parity (every kernel against plain references, the
 # optimizer kernels against the CPU optimizer, every fixture model against the CPU backend,
 # f32 ≤ 1e-4, f16/bf16 ≤ 1e-2; every training layer forward and backward against the CPU
-# layer, and the PyTorch training fixtures reproduced by the GPU trainer, ≤ 1e-4);
-# compute-sanitizer memcheck on the kernel parity tests when present; benchmark against
-# PyTorch eager (bench/peer_torch_gpu.py; needs torchvision); head training, CPU trainer
-# against GPU trainer (gpu_train_bench).
+# layer, and the PyTorch training fixtures reproduced by the GPU trainer, ≤ 1e-4); model runs
+# routed to the GPU (`Model::load` on cuda in each precision against the CPU model, head swaps,
+# threads); compute-sanitizer memcheck on the kernel parity tests when present; benchmark
+# against PyTorch eager (bench/peer_torch_gpu.py; needs torchvision); head training, CPU
+# trainer against GPU trainer (gpu_train_bench).
 # Exits non-zero when a parity check or the sanitizer fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,16 +24,19 @@ out=target/gpu-check
 if [[ ${1:-} == --build ]]; then
   set -e
   cargo test --workspace --release --features hydrant/cuda --no-run --test gpu_parity \
-    --message-format=json 2>/dev/null \
+    --test gpu_routing --message-format=json 2>/dev/null \
     | python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "gpu_parity" and m.get("executable"):
-        print(m["executable"])' > target/gpu_parity.path
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] in ("gpu_parity", "gpu_routing") and m.get("executable"):
+        print(m["target"]["name"], m["executable"])' > target/gpu_tests.paths
   cargo build --workspace --release --features hydrant/cuda --example gpu_bench \
     --example gpu_train_bench --bin hydrant
   mkdir -p "$out"
-  cp "$(cat target/gpu_parity.path)" "$out/gpu_parity"
+  while read -r name exe; do cp "$exe" "$out/$name"; done < target/gpu_tests.paths
+  for t in gpu_parity gpu_routing; do
+    [[ -x $out/$t ]] || { echo "$t was not built"; exit 1; }
+  done
   cp target/release/examples/gpu_bench target/release/examples/gpu_train_bench \
     target/release/hydrant "$out/"
   strip --strip-all "$out"/*
@@ -42,7 +46,7 @@ for l in sys.stdin:
   exit 0
 fi
 
-if [[ ! -x $out/gpu_parity ]]; then
+if [[ ! -x $out/gpu_parity || ! -x $out/gpu_routing ]]; then
   tar -xJf target/gpu-check.tar.xz -C target || { echo "no $out and no target/gpu-check.tar.xz: build with --build"; exit 2; }
 fi
 
@@ -87,14 +91,22 @@ for l in libcuda.so.1 libnvrtc.so.13 libcublas.so.13; do
 done
 export HYDRANT_FIXTURES=$PWD/tests/fixtures
 export HYDRANT_REQUIRE_GPU=1
+# The first process compiles each kernel module and stores its PTX; the later ones read it.
+export HYDRANT_PTX_CACHE=${HYDRANT_PTX_CACHE:-$(mktemp -d)}
 
 section "device selection"
-"$out/hydrant" inspect tests/fixtures/hydranet.onnx | tail -1
-"$out/hydrant" inspect tests/fixtures/hydranet.onnx --device cuda | tail -1 || status=1
+"$out/hydrant" inspect tests/fixtures/hydranet.onnx | sed -n '/^device:/,$p'
+"$out/hydrant" inspect tests/fixtures/hydranet.onnx --device cuda | sed -n '/^device:/,$p' || status=1
+"$out/hydrant" inspect tests/fixtures/dtypes.onnx --device cuda --precision f16 | sed -n '/^device:/,$p' || status=1
 "$out/hydrant" inspect tests/fixtures/hydranet.onnx --device cuda:99 2>&1 | tail -1
 
 section "parity"
 timeout 240 "$out/gpu_parity" --test-threads=1 --nocapture || { echo "PARITY FAILED"; status=1; }
+
+echo "PTX cache $HYDRANT_PTX_CACHE: $(find "$HYDRANT_PTX_CACHE" -name '*.ptx' | wc -l) module file(s)"
+
+section "model runs routed to the GPU"
+timeout 120 "$out/gpu_routing" --test-threads=1 --nocapture || { echo "ROUTING FAILED"; status=1; }
 
 section "compute-sanitizer"
 if command -v compute-sanitizer >/dev/null; then

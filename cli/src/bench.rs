@@ -123,11 +123,12 @@ pub fn main(args: Args) -> hydrant::Result<()> {
     let heads: Vec<&str> = head_names.iter().map(String::as_str).collect();
     let iters = args.iters;
     println!(
-        "model {}  batch {}  threads {}  device {:?}  ({} timed runs each, medians)",
+        "model {}  batch {}  threads {}  device {:?} {}  ({} timed runs each, medians)",
         args.model.model.display(),
         args.batch,
         model.threads(),
         model.device(),
+        model.precision(),
         iters
     );
     if cpu {

@@ -25,7 +25,8 @@ pub fn main(args: Args) -> hydrant::Result<()> {
     Ok(())
 }
 
-/// The inspect report as JSON (`inputs`, `trunk`, `heads`, `device`).
+/// The inspect report as JSON (`inputs`, `trunk`, `heads`, `device`, `precision`, and `parts`:
+/// where each trunk part and head runs).
 pub fn report(model: &Model) -> Value {
     let summary = model.summary();
     let split = model.split();
@@ -86,6 +87,12 @@ pub fn report(model: &Model) -> Value {
         },
         "heads": heads,
         "device": format!("{} ({})", model.device(), model.device_reason()),
+        "precision": model.precision().to_string(),
+        "parts": model
+            .part_devices()
+            .into_iter()
+            .map(|(part, runs_on)| json!({"part": part, "runs_on": runs_on}))
+            .collect::<Vec<Value>>(),
         "threads": model.threads(),
     })
 }
@@ -147,5 +154,13 @@ pub fn text(r: &Value) -> String {
         );
     }
     out += &format!("device: {}, {} thread(s)\n", r["device"].as_str().unwrap_or(""), r["threads"]);
+    out += "runs on:\n";
+    for p in r["parts"].as_array().into_iter().flatten() {
+        out += &format!(
+            "  {}: {}\n",
+            p["part"].as_str().unwrap_or(""),
+            p["runs_on"].as_str().unwrap_or("")
+        );
+    }
     out
 }

@@ -93,6 +93,10 @@ pub struct ModelArgs {
     /// auto, cpu, cuda or cuda:N (default: $HYDRANT_DEVICE, else auto).
     #[arg(long)]
     pub device: Option<String>,
+    /// Element type of tensors on the GPU: f32, f16 or bf16 (default f32; f16 and bf16 need
+    /// the CUDA backend).
+    #[arg(long)]
+    pub precision: Option<String>,
 }
 
 impl ModelArgs {
@@ -105,6 +109,9 @@ impl ModelArgs {
         let device = self.device.clone().or_else(|| std::env::var("HYDRANT_DEVICE").ok());
         if let Some(d) = device {
             options = options.device(d.parse()?);
+        }
+        if let Some(p) = &self.precision {
+            options = options.precision(p.parse()?);
         }
         let whole = self.model.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
         let model = if whole {

@@ -107,6 +107,46 @@ fn bad_input_fails_with_one_line_and_status_2() {
     assert_clean_failure(&out, "threads = 0");
     let out = hydrant(&["inspect", &model, "--device", "gpu7"]);
     assert_clean_failure(&out, "device `gpu7`");
+    let out = hydrant(&["inspect", &model, "--precision", "f8"]);
+    assert_clean_failure(&out, "precision `f8`: expected f32, f16 or bf16");
+    for p in ["f16", "bf16"] {
+        let out = hydrant(&["inspect", &model, "--device", "cpu", "--precision", p]);
+        assert_clean_failure(&out, &format!("precision {p} needs the CUDA backend"));
+        let input = format!("image={}", path("hydranet_input_b1.npy"));
+        let out = hydrant(&[
+            "run",
+            &model,
+            "--input",
+            &input,
+            "--device",
+            "cpu",
+            "--precision",
+            p,
+            "--out",
+            "/tmp/x",
+        ]);
+        assert_clean_failure(&out, &format!("precision {p} needs the CUDA backend"));
+    }
+}
+
+#[test]
+fn inspect_says_where_each_part_runs() {
+    let out = hydrant(&["inspect", &path("hydranet.onnx"), "--device", "cpu", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["precision"], "f32");
+    let parts = v["parts"].as_array().unwrap();
+    let names: Vec<&str> = parts.iter().filter_map(|p| p["part"].as_str()).collect();
+    for head in ["head cls", "head box", "head seg"] {
+        assert!(names.contains(&head), "{names:?}");
+    }
+    assert!(names.iter().any(|n| n.starts_with("trunk[")), "{names:?}");
+    assert!(parts.iter().all(|p| p["runs_on"] == "cpu"), "{parts:?}");
+    let out =
+        hydrant(&["inspect", &path("hydranet.onnx"), "--device", "cpu", "--precision", "f32"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("runs on:\n  trunk["), "{text}");
+    assert!(text.contains("  head seg: cpu\n"), "{text}");
 }
 
 #[test]

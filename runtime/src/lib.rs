@@ -31,7 +31,7 @@ pub use backend::profile::NodeTime;
 pub use error::{Error, Result};
 pub use graph::{Dim, Split, TensorSpec};
 pub use heads::HeadSet;
-pub use model::{Device, Features, LoadOptions, Model, Outputs, PartStats, Summary};
+pub use model::{Device, Features, LoadOptions, Model, Outputs, PartStats, Precision, Summary};
 pub use npy::{read_npy, write_npy};
 pub use safetensors_check::SafetensorsLimits;
 pub use tensor::{DType, Tensor, TensorData};

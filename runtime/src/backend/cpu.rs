@@ -130,6 +130,11 @@ impl CpuSegment {
         }
     }
 
+    /// The stand-alone ONNX model of the segment.
+    pub(crate) fn proto(&self) -> &pb::ModelProto {
+        &self.proto
+    }
+
     /// The segment as a decluttered typed model for the given input facts.
     pub fn typed_model(&self, facts: &[Fact]) -> Result<TypedModel> {
         self.guarded(|| self.build_typed(facts))

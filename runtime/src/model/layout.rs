@@ -2,6 +2,7 @@
 //! heads and their compiled segments. A loaded model holds its layout behind an `Arc` that each
 //! call snapshots once, so a call sees one layout from start to end, never a mix.
 
+use super::route::Route;
 use crate::backend::cpu::CpuSegment;
 use crate::error::{Error, Result};
 use crate::graph::{build, HeadPart, OnnxGraph, Split, TrunkSegment};
@@ -14,6 +15,24 @@ pub(crate) struct TrunkPart {
     pub heads: Vec<usize>,
     pub nodes: Vec<usize>,
     pub segment: Arc<CpuSegment>,
+    /// Its GPU segment, shared with later layouts that keep the part unchanged.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub gpu: Arc<GpuSlot>,
+}
+
+/// A part's GPU segment, built on the part's first run on the GPU (weights uploaded once) and
+/// kept for as long as a layout holds the part.
+#[derive(Default)]
+pub(crate) struct GpuSlot {
+    /// The device's segment (a `GpuSegment` on CUDA).
+    pub segment: std::sync::Mutex<Option<Arc<dyn std::any::Any + Send + Sync>>>,
+}
+
+/// Where each trunk part and head of a layout runs (in `Layout::trunk` and `Layout::heads`
+/// order), decided once per layout.
+pub(crate) struct Routes {
+    pub trunk: Vec<Route>,
+    pub heads: Vec<Route>,
 }
 
 /// Where a head's computation comes from.
@@ -30,6 +49,9 @@ pub(crate) struct HeadSlot {
     pub part: HeadPart,
     pub segment: Option<Arc<CpuSegment>>,
     pub source: HeadSource,
+    /// Its GPU segment (a swapped or added head gets a new, empty slot).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub gpu: GpuSlot,
 }
 
 /// The trunk parts and heads of a model at one moment.
@@ -40,6 +62,8 @@ pub(crate) struct Layout {
     pub rows_valid: OnceLock<bool>,
     /// Whether segments use hydrant's own CPU kernels.
     pub own_ops: bool,
+    /// Where each part runs (decided on first use).
+    pub routes: OnceLock<Routes>,
 }
 
 /// For each graph node, the original heads (indices into the file's split) that need it as trunk.
@@ -80,6 +104,7 @@ impl Layout {
                         ))
                     }),
                     source: HeadSource::Graph(i),
+                    gpu: GpuSlot::default(),
                 })
             })
             .collect();
@@ -95,9 +120,10 @@ impl Layout {
                     trunk_name(&heads, &s.heads),
                     own_ops,
                 )),
+                gpu: Arc::default(),
             })
             .collect();
-        Layout { trunk, heads, rows_valid: OnceLock::new(), own_ops }
+        Layout { trunk, heads, rows_valid: OnceLock::new(), own_ops, routes: OnceLock::new() }
     }
 
     /// The split as the public API shows it.
@@ -182,6 +208,7 @@ impl Layout {
             part: HeadPart { name, outputs: vec![output], cut_points: vec![input], nodes: vec![] },
             segment: Some(Arc::new(segment)),
             source: HeadSource::Layers(Box::new(placed)),
+            gpu: GpuSlot::default(),
         };
         let mut heads = self.heads.clone();
         match index {
@@ -193,6 +220,7 @@ impl Layout {
             heads,
             rows_valid: OnceLock::new(),
             own_ops: self.own_ops,
+            routes: OnceLock::new(),
         })
     }
 
@@ -246,17 +274,20 @@ impl Layout {
                                 || p.segment.outputs.contains(t)
                         })
                 });
-                let segment = match reuse {
-                    Some(p) => p.segment.clone(),
-                    None => Arc::new(CpuSegment::with_outputs(
-                        graph,
-                        &nodes,
-                        trunk_name(heads, &hs),
-                        &attach,
-                        self.own_ops,
-                    )),
+                let (segment, gpu) = match reuse {
+                    Some(p) => (p.segment.clone(), p.gpu.clone()),
+                    None => (
+                        Arc::new(CpuSegment::with_outputs(
+                            graph,
+                            &nodes,
+                            trunk_name(heads, &hs),
+                            &attach,
+                            self.own_ops,
+                        )),
+                        Arc::default(),
+                    ),
                 };
-                TrunkPart { heads: hs, nodes, segment }
+                TrunkPart { heads: hs, nodes, segment, gpu }
             })
             .collect();
         parts.sort_by_key(|p| (std::cmp::Reverse(p.heads.len()), p.nodes[0]));

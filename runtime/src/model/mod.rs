@@ -1,13 +1,17 @@
 //! [`Model`]: the public face of hydrant. Load a multi-head model, run the trunk once and only
 //! the heads asked for, keep trunk [`Features`] to run heads later.
 
+mod accel;
 mod export;
+#[cfg(feature = "cuda")]
+mod gpu;
 mod io;
 mod layout;
 mod options;
+mod route;
 
 pub use io::{Features, Outputs};
-pub use options::{Device, LoadOptions, MAX_THREADS};
+pub use options::{Device, LoadOptions, Precision, MAX_THREADS};
 
 use crate::backend::cpu::{self, CpuSegment, Fact};
 use crate::backend::device;
@@ -62,6 +66,11 @@ pub struct Model {
     rows_wanted: bool,
     /// Segments computing arbitrary graph tensors, by tensor set (for [`Model::tensors`]).
     probes: Mutex<HashMap<Vec<String>, Arc<CpuSegment>>>,
+    /// The element type of tensors on the GPU.
+    precision: Precision,
+    /// The CUDA device, when the model runs on one.
+    #[cfg(feature = "cuda")]
+    gpu: Option<Arc<crate::backend::cuda::context::GpuContext>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -143,16 +152,16 @@ impl Model {
         };
         let requested =
             device::requested(options.device, std::env::var("HYDRANT_DEVICE").ok().as_deref())?;
-        let mut choice = device::choose(requested, &device::Probe::detect())?;
-        let split = split::split(&graph, &options.cut_points)?;
-        if choice.device != Device::Cpu {
-            // The GPU executor runs segments (backend::cuda::exec); `Model::run` does not route
-            // to it yet (docs/CUDA.md).
-            choice.reason.push_str("; model runs still execute on the CPU backend");
-            if let Some(parts) = crate::backend::cuda::fallback::cpu_parts(&graph, &split) {
-                choice.reason.push_str(&format!("; not GPU-ready: {parts}"));
-            }
+        let choice = device::choose(requested, &device::Probe::detect())?;
+        #[cfg(feature = "cuda")]
+        let (choice, gpu) = gpu::open(choice, requested)?;
+        if choice.device == Device::Cpu && options.precision != Precision::F32 {
+            return Err(Error::InvalidArgument(format!(
+                "precision {} needs the CUDA backend; the model runs on the CPU ({})",
+                options.precision, choice.reason
+            )));
         }
+        let split = split::split(&graph, &options.cut_points)?;
         let base_needs = layout::base_needs(&graph, &split);
         let own_ops = crate::backend::cpu_ops::enabled(options.own_cpu_ops);
         let layout = Layout::from_split(&graph, &split, own_ops);
@@ -161,7 +170,7 @@ impl Model {
         let rows_wanted = options
             .batch_as_rows
             .unwrap_or_else(|| graph.nodes().iter().any(|n| n.op_type == "Conv"));
-        Ok(Model {
+        let mut model = Model {
             graph,
             base_split: split,
             base_needs,
@@ -171,7 +180,27 @@ impl Model {
             device: choice,
             rows_wanted,
             probes: Mutex::new(HashMap::new()),
-        })
+            precision: options.precision,
+            #[cfg(feature = "cuda")]
+            gpu,
+        };
+        if matches!(model.device.device, Device::Cuda(_)) {
+            let parts = {
+                let layout = model.layout();
+                let routes = model.routes(&layout);
+                let all: Vec<route::Route> =
+                    routes.trunk.iter().chain(&routes.heads).cloned().collect();
+                route::describe(&all)
+            };
+            model.device.reason =
+                format!("{}; {} storage; {parts}", model.device.reason, model.precision);
+        }
+        Ok(model)
+    }
+
+    /// The element type of tensors on the GPU ([`LoadOptions::precision`]).
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The current layout (one consistent snapshot).
@@ -206,7 +235,10 @@ impl Model {
     }
 
     /// Why the model runs on [`Model::device`] (`requested`, or what automatic selection
-    /// found, such as `auto: no CUDA driver (libcuda) found`).
+    /// found, such as `auto: no CUDA driver (libcuda) found`). On a CUDA device it goes on with
+    /// the storage type and where each part runs as loaded (`requested; f32 storage;
+    /// trunk[cls]: cuda; head lbl: cpu (Cast node `to_float`: no GPU kernel)`); after heads are
+    /// swapped or added, [`Model::part_devices`] says where the parts run now.
     pub fn device_reason(&self) -> &str {
         &self.device.reason
     }
@@ -226,6 +258,13 @@ impl Model {
         let layout = self.layout();
         let heads = head_indices(&layout, heads)?;
         let env = self.check_inputs(inputs)?;
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = self.routed(&layout) {
+            let routes = self.routes(&layout);
+            let mut values = accel::Values::new(&gpu, env);
+            self.accel_trunk(&layout, routes, &mut values, &heads)?;
+            return Outputs::from_values(self.accel_heads(&layout, routes, &mut values, &heads)?);
+        }
         let outputs = self.by_rows(&layout, env, |env| {
             let features = trunk_values(&layout, env, &heads)?;
             head_values(&layout, &features.values, &heads)
@@ -251,6 +290,12 @@ impl Model {
     pub fn heads(&self, features: &Features, heads: &[&str]) -> Result<Outputs> {
         let layout = self.layout();
         let heads = head_indices(&layout, heads)?;
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = self.routed(&layout) {
+            let routes = self.routes(&layout);
+            let mut values = accel::Values::new(&gpu, features.values.clone());
+            return Outputs::from_values(self.accel_heads(&layout, routes, &mut values, &heads)?);
+        }
         let outputs = self
             .by_rows(&layout, features.values.clone(), |env| head_values(&layout, &env, &heads))?;
         Outputs::from_values(outputs)
@@ -429,6 +474,13 @@ impl Model {
         heads: &[usize],
     ) -> Result<Features> {
         let env = self.check_inputs(inputs)?;
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = self.routed(layout) {
+            let mut values = accel::Values::new(&gpu, env);
+            self.accel_trunk(layout, self.routes(layout), &mut values, heads)?;
+            let keep = cut_points(layout, heads);
+            return Ok(Features { values: values.features(&keep)? });
+        }
         let values = self.by_rows(layout, env, |env| {
             let mut named: Vec<(String, TValue)> =
                 trunk_values(layout, env, heads)?.values.into_iter().collect();
@@ -654,10 +706,18 @@ fn trunk_values(layout: &Layout, mut env: Env, heads: &[usize]) -> Result<Featur
             }
         }
     }
-    let keep: Vec<&String> =
-        heads.iter().flat_map(|&h| layout.heads[h].part.cut_points.iter()).collect();
+    let keep = cut_points(layout, heads);
     env.retain(|k, _| keep.contains(&k));
     Ok(Features { values: env })
+}
+
+/// The trunk tensors `heads` read.
+fn cut_points<'a>(layout: &'a Layout, heads: &[usize]) -> Vec<&'a String> {
+    let mut keep: Vec<&String> =
+        heads.iter().flat_map(|&h| layout.heads[h].part.cut_points.iter()).collect();
+    keep.sort();
+    keep.dedup();
+    keep
 }
 
 fn head_values(layout: &Layout, features: &Env, heads: &[usize]) -> Result<Vec<(String, TValue)>> {
@@ -697,6 +757,46 @@ fn check_budget(trunk: &crate::train::trunk::Trunk, budget: u64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name)
+    }
+
+    fn cpu_model(name: &str) -> Model {
+        Model::load(fixture(name), LoadOptions::new().device(Device::Cpu)).unwrap()
+    }
+
+    #[test]
+    fn a_cpu_model_says_every_part_runs_on_the_cpu() {
+        let m = cpu_model("hydranet.onnx");
+        let parts = m.part_devices();
+        assert_eq!(parts.len(), m.split().trunk.len() + m.head_names().len());
+        assert!(parts.iter().all(|(_, d)| d == "cpu"), "{parts:?}");
+        assert!(parts.iter().any(|(p, _)| p.starts_with("trunk[")), "{parts:?}");
+        assert!(parts.iter().any(|(p, _)| p.starts_with("head ")), "{parts:?}");
+        assert_eq!(m.precision(), Precision::F32);
+        assert!(!m.device_reason().contains("storage"), "{}", m.device_reason());
+    }
+
+    #[test]
+    fn half_precision_on_the_cpu_is_refused() {
+        for p in [Precision::F16, Precision::Bf16] {
+            let e = Model::load(
+                fixture("single.onnx"),
+                LoadOptions::new().device(Device::Cpu).precision(p),
+            )
+            .unwrap_err();
+            assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+            let text = e.to_string();
+            assert!(text.contains(&format!("precision {p} needs the CUDA backend")), "{text}");
+        }
+        let m = Model::load(
+            fixture("single.onnx"),
+            LoadOptions::new().device(Device::Cpu).precision(Precision::F32),
+        )
+        .unwrap();
+        assert_eq!(m.device(), Device::Cpu);
+    }
 
     #[test]
     fn model_is_send_and_sync() {

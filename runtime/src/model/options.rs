@@ -1,4 +1,5 @@
-//! [`LoadOptions`] and [`Device`]: how a model is loaded and where it runs.
+//! [`LoadOptions`], [`Device`] and [`Precision`]: how a model is loaded, where it runs and in
+//! which element type the GPU stores its tensors.
 
 use crate::error::{Error, Result};
 
@@ -45,6 +46,41 @@ impl std::str::FromStr for Device {
     }
 }
 
+/// The element type the GPU backend stores tensors and weights in (arithmetic is f32 in every
+/// case). The CPU backend runs f32 only: a model loaded with f16 or bf16 on the CPU is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// 32-bit floats.
+    #[default]
+    F32,
+    /// IEEE half floats (f32 accumulation).
+    F16,
+    /// bfloat16 (f32 accumulation).
+    Bf16,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Precision> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Precision::F32),
+            "f16" | "fp16" | "float16" | "half" => Ok(Precision::F16),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            _ => Err(Error::InvalidArgument(format!("precision `{s}`: expected f32, f16 or bf16"))),
+        }
+    }
+}
+
 /// Options for [`Model::load`](crate::Model::load).
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
@@ -54,6 +90,7 @@ pub struct LoadOptions {
     pub(crate) batch_as_rows: Option<bool>,
     pub(crate) max_bytes: Option<u64>,
     pub(crate) own_cpu_ops: Option<bool>,
+    pub(crate) precision: Precision,
 }
 
 impl LoadOptions {
@@ -78,6 +115,14 @@ impl LoadOptions {
     /// else [`Device::Auto`]).
     pub fn device(mut self, device: Device) -> LoadOptions {
         self.device = Some(device);
+        self
+    }
+
+    /// The element type of tensors on the GPU (default [`Precision::F32`]). f16 and bf16 need
+    /// the CUDA backend: loading a model that runs on the CPU with them is an
+    /// [`Error::InvalidArgument`]. Parts of a GPU model that fall back to the CPU run in f32.
+    pub fn precision(mut self, precision: Precision) -> LoadOptions {
+        self.precision = precision;
         self
     }
 
@@ -126,6 +171,29 @@ mod tests {
         for bad in ["gpu", "cuda:", "cuda:-1", "cuda:x", "cuda1", ""] {
             let e = bad.parse::<Device>().unwrap_err();
             assert!(e.to_string().contains("expected auto, cpu, cuda or cuda:N"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn precision_parses_and_prints() {
+        assert_eq!(LoadOptions::new().precision, Precision::F32);
+        for (text, p) in [
+            ("f32", Precision::F32),
+            ("F16", Precision::F16),
+            (" bf16 ", Precision::Bf16),
+            ("fp16", Precision::F16),
+            ("bfloat16", Precision::Bf16),
+        ] {
+            assert_eq!(text.parse::<Precision>().unwrap(), p, "{text}");
+        }
+        for p in [Precision::F32, Precision::F16, Precision::Bf16] {
+            assert_eq!(p.to_string().parse::<Precision>().unwrap(), p);
+            assert_eq!(LoadOptions::new().precision(p).precision, p);
+        }
+        for bad in ["f64", "int8", "", "16"] {
+            let e = bad.parse::<Precision>().unwrap_err();
+            assert!(matches!(e, Error::InvalidArgument(_)), "{bad}: {e}");
+            assert!(e.to_string().contains("expected f32, f16 or bf16"), "{bad}: {e}");
         }
     }
 

@@ -3,6 +3,7 @@
 //! cached for the life of the process ([`GpuContext::shared`]).
 
 use super::geometry::Limits;
+use super::ptx_cache;
 use crate::error::{Error, Result};
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::sys::CUdevice_attribute as Attr;
@@ -26,6 +27,8 @@ pub struct GpuContext {
     ctx: Arc<CudaContext>,
     include: PathBuf,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    /// Held by a model while it runs a segment or moves tensors (one cuBLAS handle, one stream).
+    turn: Mutex<()>,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -55,6 +58,18 @@ fn include_dir() -> Option<PathBuf> {
     }
     candidates.push("/usr/local/cuda/include".into());
     candidates.into_iter().find(|d| d.join("cuda_fp16.h").is_file())
+}
+
+/// The NVRTC version (major, minor), `(0, 0)` when NVRTC does not say.
+fn nvrtc_version() -> (i32, i32) {
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: NVRTC was found loadable before any context exists; the pointers are live.
+    let status = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+    if status == cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS {
+        (major, minor)
+    } else {
+        (0, 0)
+    }
 }
 
 static CONTEXTS: OnceLock<Mutex<HashMap<usize, Arc<GpuContext>>>> = OnceLock::new();
@@ -119,6 +134,7 @@ impl GpuContext {
             ctx,
             include,
             modules: Mutex::new(HashMap::new()),
+            turn: Mutex::new(()),
         })
     }
 
@@ -144,19 +160,38 @@ impl GpuContext {
         loaded.load_function(entry).map_err(|e| err(self.ordinal, format!("{entry}: {e}")))
     }
 
-    /// PTX of `module` for this device, or NVRTC's log as the error.
+    /// PTX of `module` for this device, or NVRTC's log as the error; from the on-disk cache
+    /// when `HYDRANT_PTX_CACHE` names a folder holding it ([`ptx_cache`]), stored there after
+    /// compiling otherwise (a folder that cannot be written only costs the compile).
     fn compile(&self, module: &hydrant_kernels::Module) -> Result<String> {
-        let e = |m: String| err(self.ordinal, format!("compiling {}.cu: {m}", module.name));
-        let src = CString::new(module.source()).map_err(|x| e(x.to_string()))?;
-        let name = CString::new(format!("{}.cu", module.name)).map_err(|x| e(x.to_string()))?;
-        let prog = nvrtc::create_program(&src, Some(&name)).map_err(|x| e(format!("{x:?}")))?;
+        let source = module.source();
         let opts = [
             format!("--gpu-architecture={}", self.arch),
             format!("--include-path={}", self.include.display()),
             "--std=c++17".to_string(),
         ];
+        let cache = ptx_cache::dir_from_env().map(|dir| {
+            let key = ptx_cache::Key::new(module.name, &source, &self.arch, nvrtc_version(), &opts);
+            (dir, key)
+        });
+        if let Some(ptx) = cache.as_ref().and_then(|(dir, key)| ptx_cache::read(dir, key)) {
+            return Ok(ptx);
+        }
+        let ptx = self.nvrtc(module.name, &source, &opts)?;
+        if let Some((dir, key)) = &cache {
+            let _ = ptx_cache::write(dir, key, &ptx);
+        }
+        Ok(ptx)
+    }
+
+    /// Compiles `source` (module `name`) with NVRTC.
+    fn nvrtc(&self, name: &str, source: &str, opts: &[String]) -> Result<String> {
+        let e = |m: String| err(self.ordinal, format!("compiling {name}.cu: {m}"));
+        let src = CString::new(source).map_err(|x| e(x.to_string()))?;
+        let file = CString::new(format!("{name}.cu")).map_err(|x| e(x.to_string()))?;
+        let prog = nvrtc::create_program(&src, Some(&file)).map_err(|x| e(format!("{x:?}")))?;
         // SAFETY: `prog` is live until destroyed below; the options hold no NUL.
-        let status = unsafe { nvrtc::compile_program(prog, &opts) };
+        let status = unsafe { nvrtc::compile_program(prog, opts) };
         let text = |v: Vec<std::ffi::c_char>| -> String {
             v.iter().take_while(|&&c| c != 0).map(|&c| c as u8 as char).collect()
         };
@@ -181,6 +216,12 @@ impl GpuContext {
         end.record(&self.stream).map_err(|e| err(self.ordinal, e))?;
         end.synchronize().map_err(|e| err(self.ordinal, e))?;
         start.elapsed_ms(&end).map_err(|e| err(self.ordinal, e))
+    }
+
+    /// The device for the caller alone until the guard drops: models running on several threads
+    /// take turns per segment, as the cuBLAS handle must not be used by two threads at once.
+    pub fn turn(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.turn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Waits for every launch so far.

@@ -18,6 +18,7 @@ use cudarc::driver::{
 use half::{bf16, f16};
 pub use hydrant_kernels::Storage;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A tensor in device memory.
 pub struct GpuTensor {
@@ -771,36 +772,48 @@ impl GpuSegment {
     pub fn run(
         &self,
         gpu: &GpuContext,
-        mut env: HashMap<String, GpuTensor>,
+        env: HashMap<String, GpuTensor>,
+    ) -> Result<HashMap<String, GpuTensor>> {
+        let given: HashMap<String, Arc<GpuTensor>> =
+            env.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        self.run_shared(gpu, &given)
+    }
+
+    /// [`GpuSegment::run`] on inputs that other segments may read too.
+    pub fn run_shared(
+        &self,
+        gpu: &GpuContext,
+        given: &HashMap<String, Arc<GpuTensor>>,
     ) -> Result<HashMap<String, GpuTensor>> {
         let ir = &self.ir;
+        let mut env = Values { given, made: HashMap::new() };
         for (step, params) in self.steps.iter().zip(&self.params) {
             match (step, params) {
                 (Step::Conv { conv, residual, act, output, .. }, Some((w, b))) => {
                     let node = &ir.nodes[*conv];
                     let groups = node.int("group", 1).max(1) as usize;
                     let p = conv_params(node, (w.shape[2], w.shape[3]), groups);
-                    let x = take(&env, &node.inputs[0])?;
-                    let r = residual.as_ref().map(|r| take(&env, r)).transpose()?;
+                    let x = env.get(&node.inputs[0])?;
+                    let r = residual.as_ref().map(|r| env.get(r)).transpose()?;
                     let y = gpu.conv2d(x, w, b.as_ref(), r, &p, *act)?;
-                    env.insert(output.clone(), y);
+                    env.made.insert(output.clone(), y);
                 }
                 (Step::Gemm { gemm, act, output, .. }, Some((w, b))) => {
                     let node = &ir.nodes[*gemm];
                     let trans_b = node.op == "Gemm" && node.int("transB", 0) != 0;
-                    let y = gpu.gemm(take(&env, &node.inputs[0])?, w, trans_b, b.as_ref(), *act)?;
-                    env.insert(output.clone(), y);
+                    let y = gpu.gemm(env.get(&node.inputs[0])?, w, trans_b, b.as_ref(), *act)?;
+                    env.made.insert(output.clone(), y);
                 }
                 (Step::AddAct { add, act, output, .. }, _) => {
                     let node = &ir.nodes[*add];
-                    let (a, b) = (take(&env, &node.inputs[0])?, take(&env, &node.inputs[1])?);
+                    let (a, b) = (env.get(&node.inputs[0])?, env.get(&node.inputs[1])?);
                     let y = gpu.add_act(a, b, *act)?;
-                    env.insert(output.clone(), y);
+                    env.made.insert(output.clone(), y);
                 }
                 (Step::Single(i), _) => {
                     let node = &ir.nodes[*i];
                     let y = single(gpu, node, ir, &env, &self.consts)?;
-                    env.insert(node.outputs[0].clone(), y);
+                    env.made.insert(node.outputs[0].clone(), y);
                 }
                 (step, None) => {
                     return Err(Error::InvalidModel(format!("GPU step {step:?} has no weights")))
@@ -809,7 +822,11 @@ impl GpuSegment {
         }
         let mut out = HashMap::new();
         for o in &ir.outputs {
-            let t = env.remove(o).ok_or_else(|| Error::MissingFeature(o.clone()))?;
+            let t = match env.made.remove(o) {
+                Some(t) => t,
+                // An output that is one of the inputs is handed out as a copy.
+                None => reshaped(gpu, env.get(o)?, env.get(o)?.shape.clone())?,
+            };
             out.insert(o.clone(), t);
         }
         Ok(out)
@@ -823,7 +840,19 @@ impl GpuSegment {
         storage: Storage,
     ) -> Result<std::result::Result<GpuSegment, Placement>> {
         let nodes: Vec<usize> = (0..graph.nodes().len()).collect();
-        let ir = SegmentIr::from_graph(graph, &nodes, graph.outputs());
+        GpuSegment::for_nodes(gpu, graph, &nodes, graph.outputs(), storage)
+    }
+
+    /// The nodes `nodes` of `graph` handing out `outputs` as one GPU segment, or where they must
+    /// run instead and why.
+    pub fn for_nodes(
+        gpu: &GpuContext,
+        graph: &OnnxGraph,
+        nodes: &[usize],
+        outputs: &[String],
+        storage: Storage,
+    ) -> Result<std::result::Result<GpuSegment, Placement>> {
+        let ir = SegmentIr::from_graph(graph, nodes, outputs);
         let placement = place(&ir);
         if placement != Placement::Cuda {
             return Ok(Err(placement));
@@ -877,8 +906,19 @@ fn opt_f32(
     }
 }
 
-fn take<'a>(env: &'a HashMap<String, GpuTensor>, name: &str) -> Result<&'a GpuTensor> {
-    env.get(name).ok_or_else(|| Error::MissingFeature(name.to_string()))
+/// The tensors a segment run sees: its inputs (shared) and what its steps made so far.
+struct Values<'a> {
+    given: &'a HashMap<String, Arc<GpuTensor>>,
+    made: HashMap<String, GpuTensor>,
+}
+
+impl Values<'_> {
+    fn get(&self, name: &str) -> Result<&GpuTensor> {
+        self.made
+            .get(name)
+            .or_else(|| self.given.get(name).map(|t| &**t))
+            .ok_or_else(|| Error::MissingFeature(name.to_string()))
+    }
 }
 
 /// A copy of `x` with another shape (the same elements).
@@ -894,10 +934,10 @@ fn single(
     gpu: &GpuContext,
     node: &OpNode,
     ir: &SegmentIr,
-    env: &HashMap<String, GpuTensor>,
+    env: &Values<'_>,
     consts: &HashMap<String, HostConst>,
 ) -> Result<GpuTensor> {
-    let x = take(env, &node.inputs[0])?;
+    let x = env.get(&node.inputs[0])?;
     let unsupported = |why: &str| Error::UnsupportedOp {
         node: node.name.clone(),
         op_type: format!("{} on the GPU ({why})", node.op),
@@ -908,7 +948,7 @@ fn single(
         return Ok(y);
     }
     match node.op.as_str() {
-        "Add" => gpu.add_act(x, take(env, &node.inputs[1])?, Act::None),
+        "Add" => gpu.add_act(x, env.get(&node.inputs[1])?, Act::None),
         "Identity" | "Dropout" => reshaped(gpu, x, x.shape.clone()),
         "Flatten" => {
             let axis = node.int("axis", 1).rem_euclid(x.shape.len().max(1) as i64) as usize;
@@ -937,6 +977,14 @@ fn single(
             gpu.pool2d(x, &p, node.op == "MaxPool", node.int("count_include_pad", 0) != 0)
         }
         "GlobalAveragePool" => gpu.global_avgpool(x),
+        "ReduceMean" => {
+            // Placed only with axes (2, 3) of NCHW: a global average pool.
+            let mut y = gpu.global_avgpool(x)?;
+            if node.int("keepdims", 1) == 0 {
+                y.shape.truncate(2);
+            }
+            Ok(y)
+        }
         "Softmax" => gpu.softmax(x),
         "LayerNormalization" => {
             let (g, b) = (
@@ -961,7 +1009,7 @@ fn single(
         }
         "Concat" => {
             let parts: Vec<&GpuTensor> =
-                node.inputs.iter().map(|i| take(env, i)).collect::<Result<_>>()?;
+                node.inputs.iter().map(|i| env.get(i)).collect::<Result<_>>()?;
             let axis = node.int("axis", 1).rem_euclid(x.shape.len().max(1) as i64) as usize;
             gpu.concat(&parts, axis)
         }

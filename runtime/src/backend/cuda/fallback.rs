@@ -102,6 +102,11 @@ pub fn supported(node: &OpNode, ir: &SegmentIr) -> Result<(), String> {
             }
             Ok(())
         }
+        "ReduceMean" => match node.ints("axes") {
+            // `x.mean((2, 3))` over NCHW (heads' global average pooling): a global average pool.
+            Some([2, 3]) if node.inputs.len() == 1 => Ok(()),
+            _ => Err("axes other than (2, 3) given as an attribute".into()),
+        },
         "Clip" => match activation(node, ir) {
             Some(_) => Ok(()),
             None => Err("bounds other than 0..6 or 0..∞, or not constant".into()),
@@ -129,30 +134,6 @@ pub fn place(segment: &SegmentIr) -> Placement {
         }
     }
     Placement::Cuda
-}
-
-/// The parts of `split` the GPU could not run, as one line for the device reason (`None` when
-/// the GPU runs every part): `trunk[cls,box]: cpu: Cast node `c` (no GPU kernel)`, joined by `; `.
-pub fn cpu_parts(graph: &crate::graph::OnnxGraph, split: &crate::graph::Split) -> Option<String> {
-    let mut parts: Vec<(String, &[usize])> = Vec::new();
-    for t in &split.trunk {
-        let heads: Vec<&str> = t.heads.iter().map(|&h| split.heads[h].name.as_str()).collect();
-        parts.push((format!("trunk[{}]", heads.join(",")), &t.nodes));
-    }
-    for h in &split.heads {
-        parts.push((format!("head {}", h.name), &h.nodes));
-    }
-    let lines: Vec<String> = parts
-        .into_iter()
-        .filter_map(|(name, nodes)| {
-            let (_, outputs) = crate::graph::split::boundary(graph, nodes);
-            match place(&SegmentIr::from_graph(graph, nodes, &outputs)) {
-                Placement::Cuda => None,
-                p => Some(format!("{name}: {}", p.describe())),
-            }
-        })
-        .collect();
-    (!lines.is_empty()).then(|| lines.join("; "))
 }
 
 #[cfg(test)]
@@ -229,20 +210,6 @@ mod tests {
     }
 
     #[test]
-    fn parts_the_gpu_cannot_run_are_named_by_segment() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
-        let load = |f: &str| {
-            let g = crate::graph::OnnxGraph::load(&dir.join(f)).unwrap();
-            let s = crate::graph::split::split(&g, &[]).unwrap();
-            cpu_parts(&g, &s)
-        };
-        assert_eq!(load("hydranet.onnx"), None);
-        let why = load("dtypes.onnx").expect("dtypes.onnx has Cast and ArgMax");
-        assert!(why.contains("Cast node") || why.contains("ArgMax node"), "{why}");
-        assert!(why.contains(": cpu: "), "{why}");
-    }
-
-    #[test]
     fn attribute_limits_are_checked() {
         let none = SegmentIr::default();
         let asym =
@@ -260,6 +227,15 @@ mod tests {
             .with("coordinate_transformation_mode", Attr::Str("asymmetric".into()))
             .with("nearest_mode", Attr::Str("floor".into()));
         assert_eq!(supported(&nearest, &none), Ok(()));
+        let mean = |axes: Vec<i64>| {
+            OpNode::new("ReduceMean", &["x"], &["y"]).with("axes", Attr::Ints(axes))
+        };
+        assert_eq!(supported(&mean(vec![2, 3]), &none), Ok(()));
+        for axes in [vec![1], vec![-2, -1], vec![2], vec![1, 2, 3]] {
+            assert!(supported(&mean(axes.clone()), &none).is_err(), "{axes:?}");
+        }
+        let axes_input = OpNode::new("ReduceMean", &["x", "axes"], &["y"]);
+        assert!(supported(&axes_input, &none).is_err());
         let train_bn = OpNode::new("BatchNormalization", &["x"], &["y", "m", "v"]);
         assert!(supported(&train_bn, &none).is_err());
     }

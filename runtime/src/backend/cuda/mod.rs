@@ -3,7 +3,9 @@
 //!
 //! The planning half is plain Rust, built and tested everywhere: [`ir`] (the planner's view of a
 //! segment), [`fallback`] (which ops run on the GPU, else where and why), [`fusion`] (which nodes
-//! become one launch), [`memory`] (buffer reuse by liveness), [`geometry`] (grids and blocks), [`train_plan`] (shapes and options of head training on the device).
+//! become one launch), [`memory`] (buffer reuse by liveness), [`geometry`] (grids and blocks),
+//! [`ptx_cache`] (compiled PTX kept on disk), [`train_plan`] (shapes and options of head
+//! training on the device).
 //! The executing half needs the `cuda` feature: [`probe`] (driver and devices; nothing touches
 //! the driver before the driver library is known to load, as cudarc panics without it),
 //! [`context`] (device, stream, cuBLAS, NVRTC module cache) and [`exec`] (device tensors, one
@@ -15,6 +17,7 @@ pub mod fusion;
 pub mod geometry;
 pub mod ir;
 pub mod memory;
+pub mod ptx_cache;
 pub mod train_plan;
 
 #[cfg(feature = "cuda")]
