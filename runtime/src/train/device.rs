@@ -3,7 +3,7 @@
 //! ([`Probe`]) and what the job needs ([`TrainJob`]). [`choose_trainer`] is plain Rust, built
 //! and tested in every build; [`DeviceTrainer`] runs the chosen one behind one interface.
 
-use super::{EpochReport, Head, Labels, TrainOptions, Trainer};
+use super::{EpochReport, Head, Labels, TaskMetrics, TrainOptions, Trainer};
 use crate::backend::cuda::train_plan;
 use crate::backend::device::{self, Probe};
 use crate::error::{Error, Result};
@@ -131,12 +131,48 @@ impl DeviceTrainer {
         }
     }
 
+    /// Moves the heads and options to the trainer `choice` names; only before any sample is
+    /// added or epoch run (a resumed trainer stays where it is). On failure nothing changes.
+    pub fn move_to(&mut self, choice: &TrainerChoice) -> Result<()> {
+        if self.kind() == choice.kind {
+            return Ok(());
+        }
+        if self.samples() > 0 || !self.history().is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "the trainer moves to {} only before samples are added and epochs run",
+                choice.kind
+            )));
+        }
+        let options = self.options().clone();
+        let heads = self.heads()?;
+        *self = DeviceTrainer::new(choice, heads, options)?;
+        Ok(())
+    }
+
+    /// The training options.
+    pub fn options(&self) -> &TrainOptions {
+        match self {
+            DeviceTrainer::Cpu(t) => t.options(),
+            #[cfg(feature = "cuda")]
+            DeviceTrainer::Gpu(g) => &g.options,
+        }
+    }
+
     /// Where this trainer trains.
     pub fn kind(&self) -> TrainerKind {
         match self {
             DeviceTrainer::Cpu(_) => TrainerKind::Cpu,
             #[cfg(feature = "cuda")]
             DeviceTrainer::Gpu(g) => TrainerKind::Gpu(g.ordinal),
+        }
+    }
+
+    /// The heads' names, in trainer order.
+    pub fn head_names(&self) -> Vec<&str> {
+        match self {
+            DeviceTrainer::Cpu(t) => t.head_names(),
+            #[cfg(feature = "cuda")]
+            DeviceTrainer::Gpu(g) => vec![g.head.name()],
         }
     }
 
@@ -223,6 +259,42 @@ impl DeviceTrainer {
         }
     }
 
+    /// The heads with their current weights.
+    pub fn heads(&mut self) -> Result<Vec<Head>> {
+        match self {
+            DeviceTrainer::Cpu(t) => t.heads(),
+            #[cfg(feature = "cuda")]
+            DeviceTrainer::Gpu(g) => Ok(vec![g.head()?]),
+        }
+    }
+
+    /// Metrics of every head, as [`Trainer::evaluate`] (CPU trainer only).
+    pub fn evaluate(&mut self) -> Result<Vec<TaskMetrics>> {
+        match self {
+            DeviceTrainer::Cpu(t) => t.evaluate(),
+            #[cfg(feature = "cuda")]
+            DeviceTrainer::Gpu(_) => Err(Error::InvalidArgument(
+                "evaluating runs on the CPU trainer: save the trained head and evaluate it, or \
+                 train on the cpu device"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Writes the whole training state to `path`, as [`Trainer::save_checkpoint`] (CPU
+    /// trainer only).
+    pub fn save_checkpoint(&mut self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        match self {
+            DeviceTrainer::Cpu(t) => t.save_checkpoint(path),
+            #[cfg(feature = "cuda")]
+            DeviceTrainer::Gpu(_) => Err(Error::InvalidArgument(
+                "checkpoints (the optimizer state) are written by the CPU trainer: train on the \
+                 cpu device to resume later"
+                    .into(),
+            )),
+        }
+    }
+
     /// The trained heads, with the optimizer state when `with_optimizer` (CPU trainer only).
     pub fn head_set(&mut self, with_optimizer: bool) -> Result<HeadSet> {
         match self {
@@ -255,7 +327,7 @@ mod gpu {
         pub(super) ordinal: usize,
         pub(super) head: Head,
         pub(super) history: Vec<EpochReport>,
-        options: TrainOptions,
+        pub(super) options: TrainOptions,
         features: Vec<Tensor>,
         labels: Vec<Labels>,
         trainer: Option<GpuTrainer>,
@@ -494,6 +566,33 @@ mod tests {
             let c = choose_trainer_here(Some(Device::Auto), None, &job(&o, 1)).unwrap();
             assert_eq!(c.kind, TrainerKind::Cpu);
         }
+    }
+
+    #[test]
+    fn a_trainer_moves_only_before_it_has_samples() {
+        let spec = crate::train::HeadSpec {
+            name: "h".into(),
+            inputs: vec!["x".into()],
+            outputs: Vec::new(),
+            layers: vec![crate::train::LayerSpec::Linear {
+                in_features: 3,
+                out_features: 2,
+                bias: true,
+            }],
+            task: Some(crate::train::TaskSpec::from_loss_name("ce", 2).unwrap()),
+        };
+        let head = Head::init(spec, crate::train::Init::KaimingNormal, 1).unwrap();
+        let cpu = TrainerChoice { kind: TrainerKind::Cpu, reason: "r".into(), fell_back: false };
+        let gpu = TrainerChoice { kind: TrainerKind::Gpu(0), ..cpu.clone() };
+        let t = DeviceTrainer::new(&cpu, vec![head], TrainOptions::default()).unwrap();
+        let mut t = t;
+        t.move_to(&cpu).unwrap();
+        let x = Tensor::new::<f32>(&[2, 3], vec![0.0; 6]).unwrap();
+        let y = Tensor::new::<i64>(&[2], vec![0, 1]).unwrap();
+        t.add_features(&[("x", &x)], &[("h", Labels::new(y))]).unwrap();
+        let e = t.move_to(&gpu).unwrap_err();
+        assert!(e.to_string().contains("before samples are added"), "{e}");
+        assert_eq!((t.kind(), t.samples()), (TrainerKind::Cpu, 2), "unchanged by the refusal");
     }
 
     #[test]
