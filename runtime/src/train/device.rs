@@ -448,28 +448,30 @@ mod gpu {
             }
         }
     }
+}
 
-    /// The labels of several sample batches as one (unmasked batches count as all labelled).
-    fn concat_labels(parts: &[Labels]) -> Result<Labels> {
-        if parts.is_empty() {
-            return Err(Error::InvalidArgument(
-                "no samples to train on: add features and labels first".into(),
-            ));
-        }
-        let values: Vec<Tensor> = parts.iter().map(|l| l.values().clone()).collect();
-        let values = Tensor::concat_rows(&values)?;
-        if parts.iter().all(|l| l.mask().is_none()) {
-            return Ok(Labels::new(values));
-        }
-        let mask = parts
-            .iter()
-            .flat_map(|l| match l.mask() {
-                Some(m) => m.to_vec(),
-                None => vec![true; l.rows()],
-            })
-            .collect();
-        Labels::masked(values, mask)
+/// The labels of several sample batches as one (unmasked batches count as all labelled); the
+/// GPU trainer takes its samples once.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn concat_labels(parts: &[Labels]) -> Result<Labels> {
+    if parts.is_empty() {
+        return Err(Error::InvalidArgument(
+            "no samples to train on: add features and labels first".into(),
+        ));
     }
+    let values: Vec<Tensor> = parts.iter().map(|l| l.values().clone()).collect();
+    let values = Tensor::concat_rows(&values)?;
+    if parts.iter().all(|l| l.mask().is_none()) {
+        return Ok(Labels::new(values));
+    }
+    let mask = parts
+        .iter()
+        .flat_map(|l| match l.mask() {
+            Some(m) => m.to_vec(),
+            None => vec![true; l.rows()],
+        })
+        .collect();
+    Labels::masked(values, mask)
 }
 
 #[cfg(test)]
@@ -566,6 +568,22 @@ mod tests {
             let c = choose_trainer_here(Some(Device::Auto), None, &job(&o, 1)).unwrap();
             assert_eq!(c.kind, TrainerKind::Cpu);
         }
+    }
+
+    #[test]
+    fn label_batches_join_with_their_masks() {
+        let t = |v: Vec<i64>| Tensor::new::<i64>(&[v.len()], v).unwrap();
+        let plain = concat_labels(&[Labels::new(t(vec![1, 2])), Labels::new(t(vec![3]))]).unwrap();
+        assert!(plain.mask().is_none());
+        assert_eq!(plain.values().as_slice::<i64>().unwrap(), &[1, 2, 3]);
+        let parts =
+            [Labels::new(t(vec![1, 2])), Labels::masked(t(vec![3, 4]), vec![false, true]).unwrap()];
+        let joined = concat_labels(&parts).unwrap();
+        assert_eq!(joined.mask().unwrap(), &[true, true, false, true]);
+        assert_eq!(joined.values().as_slice::<i64>().unwrap(), &[1, 2, 3, 4]);
+        assert!(concat_labels(&[]).is_err());
+        let f = Tensor::new::<f32>(&[1], vec![0.5]).unwrap();
+        assert!(concat_labels(&[Labels::new(t(vec![1])), Labels::new(f)]).is_err(), "types differ");
     }
 
     #[test]
