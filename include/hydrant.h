@@ -1145,6 +1145,36 @@ size_t hydrant_trainer_sample_count(const hydrant_trainer *trainer);
 size_t hydrant_trainer_epoch_count(const hydrant_trainer *trainer);
 
 /**
+ * Chooses where the trainer trains, before any sample is added: `device` is `"auto"`, `"cpu"`,
+ * `"cuda"` or `"cuda:N"`, or NULL for `$HYDRANT_DEVICE` (else auto), as for models. A new
+ * trainer trains on the CPU. With a usable CUDA device (hydrant built with the `cuda` feature,
+ * a driver that sees it) and a job the GPU trainer runs (one head, static weighting, no
+ * validation split or early stopping), training runs on the GPU; `auto` otherwise stays on the
+ * CPU, and hydrant_trainer_device_reason() says why. On the GPU, hydrant_trainer_evaluate(),
+ * hydrant_trainer_save_checkpoint() and hydrant_trainer_save_heads() with the optimizer state
+ * return HYDRANT_ERR_INVALID_ARGUMENT (they run on the CPU trainer).
+ *
+ * Returns HYDRANT_OK, HYDRANT_ERR_NULL_ARGUMENT, or HYDRANT_ERR_INVALID_ARGUMENT (a device name
+ * not understood, an explicit CUDA device that is not usable or a job the GPU trainer refuses,
+ * the message naming why; samples already added or epochs run). On failure the trainer stays
+ * where it was.
+ */
+hydrant_status hydrant_trainer_set_device(hydrant_trainer *trainer, const char *device);
+
+/**
+ * Where the trainer trains: `"cpu"` or `"cuda:N"`, owned by the trainer and valid until its
+ * device is set again or it is freed; NULL for NULL.
+ */
+const char *hydrant_trainer_device(const hydrant_trainer *trainer);
+
+/**
+ * Why the trainer trains where hydrant_trainer_device() says, in words (such as `auto: no CUDA
+ * driver (libcuda) found`), owned and valid as hydrant_trainer_device()'s result; NULL for
+ * NULL.
+ */
+const char *hydrant_trainer_device_reason(const hydrant_trainer *trainer);
+
+/**
  * Adds samples from model inputs: `model` computes the trunk tensors the heads read (once per
  * sample, a few hundred samples per call) and the trainer caches them with the labels.
  *

@@ -15,7 +15,7 @@
 # routed to the GPU (`Model::load` on cuda in each precision against the CPU model, head swaps,
 # threads); compute-sanitizer memcheck on the kernel parity tests when present; benchmark
 # against PyTorch eager (bench/peer_torch_gpu.py; needs torchvision); head training, CPU
-# trainer against GPU trainer (gpu_train_bench).
+# trainer against GPU trainer (gpu_train_bench); train-head --device cuda against --device cpu.
 # Exits non-zero when a parity check or the sanitizer fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -115,6 +115,22 @@ if command -v compute-sanitizer >/dev/null; then
 else
   echo "compute-sanitizer not installed: skipped"
 fi
+
+section "training from the command line on the device"
+cli=$(mktemp -d)
+head_args=(train-head --head tests/fixtures/train/parity_mlp_init.safetensors
+  --features tests/fixtures/train/parity_mlp_features.npy
+  --labels tests/fixtures/train/parity_mlp_labels.npy --loss ce --lr 0.05 --epochs 3 --batch 16
+  --no-shuffle --quiet)
+if "$out/hydrant" "${head_args[@]}" --device cpu --out "$cli/cpu.st" | tail -1 \
+  && "$out/hydrant" "${head_args[@]}" --device cuda --out "$cli/cuda.st" | tail -1 \
+  && python3 scripts/compare_heads.py "$cli/cpu.st" "$cli/cuda.st" 1e-4; then
+  echo "train-head --device cuda matches --device cpu"
+else
+  echo "CLI DEVICE TRAINING FAILED"; status=1
+fi
+"$out/hydrant" "${head_args[@]}" --val-fraction 0.25 --out "$cli/auto.st" 2>&1 | grep -E "instead|trained on"
+"$out/hydrant" "${head_args[@]}" --val-fraction 0.25 --device cuda --out "$cli/no.st" 2>&1 | tail -1
 
 section "benchmark against PyTorch eager"
 models=$(mktemp -d)

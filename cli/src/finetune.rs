@@ -3,8 +3,8 @@
 
 use crate::training::{read_npy_flag, TaskFlags, TrainFlags};
 use crate::ModelArgs;
-use hydrant::train::{Alternation, Weighting};
-use hydrant::{Error, Head, Labels, Model, Result, TaskSpec, Tensor, Trainer};
+use hydrant::train::{Alternation, DeviceTrainer, TrainJob, Weighting};
+use hydrant::{Error, Head, Labels, Model, Result, TaskSpec, Tensor};
 use std::path::{Path, PathBuf};
 
 /// Arguments of `hydrant finetune`.
@@ -76,8 +76,15 @@ pub fn main(args: Args) -> Result<()> {
     }
     let before =
         if args.swap_check { Some(scores(&model, &bound, &heads, &labels)?) } else { None };
+    let job = TrainJob {
+        options: &options,
+        heads: heads.len(),
+        optimizer_state: args.train.with_optimizer,
+    };
+    let choice = crate::device::trainer(args.model.device.as_deref(), &job)?;
+    println!("training {} head(s) on {} ({})", heads.len(), choice.kind, choice.reason);
     let epochs = options.epochs;
-    let mut trainer = Trainer::new(heads, options)?;
+    let mut trainer = DeviceTrainer::new(&choice, heads, options)?;
     let start = std::time::Instant::now();
     let named: Vec<(&str, Labels)> =
         names.iter().map(String::as_str).zip(labels.iter().cloned()).collect();
@@ -87,12 +94,12 @@ pub fn main(args: Args) -> Result<()> {
         trainer.samples(),
         trainer.inputs().join(", "),
         start.elapsed().as_secs_f64(),
-        if trainer.cache_on_disk() { "a memory-mapped file" } else { "RAM" }
+        trainer.cache_place()
     );
     crate::training::fit(&mut trainer, epochs, args.train.quiet, args.train.plot.as_deref())?;
     let set = trainer.head_set(args.train.with_optimizer)?;
     set.save(&args.out)?;
-    println!("{} head(s) -> {}", set.heads.len(), args.out.display());
+    println!("{} head(s) trained on {} -> {}", set.heads.len(), trainer.kind(), args.out.display());
     if let Some(before) = before {
         model.set_heads(&set)?;
         let after = scores(&model, &bound, &set.heads, &labels)?;
@@ -110,9 +117,9 @@ pub fn main(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// [`Trainer::add_samples`] in chunks of `chunk` samples, with a progress bar.
+/// [`DeviceTrainer::add_samples`] in chunks of `chunk` samples, with a progress bar.
 fn add_samples(
-    trainer: &mut Trainer,
+    trainer: &mut DeviceTrainer,
     model: &Model,
     inputs: &[(&str, &Tensor)],
     labels: &[(&str, Labels)],

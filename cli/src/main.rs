@@ -6,6 +6,7 @@ mod bench;
 mod bench_ops;
 mod bench_train;
 mod demo;
+mod device;
 mod export_heads;
 mod finetune;
 mod inspect;

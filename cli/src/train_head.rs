@@ -1,7 +1,8 @@
 //! `hydrant train-head`: one head trained on stored features, written as a head file.
 
 use crate::training::{read_npy_flag, TaskFlags, TrainFlags};
-use hydrant::{Error, HeadSet, Labels, Result, Trainer};
+use hydrant::train::{DeviceTrainer, TrainJob};
+use hydrant::{Error, HeadSet, Labels, Result};
 use std::path::PathBuf;
 
 /// Arguments of `hydrant train-head`.
@@ -38,6 +39,9 @@ pub struct Args {
     /// Training threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// Where to train: auto, cpu, cuda or cuda:N (default: $HYDRANT_DEVICE, else auto).
+    #[arg(long)]
+    device: Option<String>,
     /// Where the trained head goes (written atomically).
     #[arg(long)]
     out: PathBuf,
@@ -45,6 +49,8 @@ pub struct Args {
 
 pub fn main(args: Args) -> Result<()> {
     let options = args.train.options(args.threads)?;
+    let job = TrainJob { options: &options, heads: 1, optimizer_state: args.train.with_optimizer };
+    let choice = crate::device::trainer(args.device.as_deref(), &job)?;
     let features = read_npy_flag("--features", &args.features)?.to_f32();
     let labels = read_npy_flag("--labels", &args.labels)?;
     let row = features
@@ -88,17 +94,19 @@ pub fn main(args: Args) -> Result<()> {
     let name = head.name().to_string();
     let input = head.spec().input().to_string();
     println!(
-        "training head `{name}` ({} parameters) on {} samples of {row:?} for {} epochs",
+        "training head `{name}` ({} parameters) on {} samples of {row:?} for {} epochs on {} ({})",
         head.param_count(),
         features.shape()[0],
-        options.epochs
+        options.epochs,
+        choice.kind,
+        choice.reason
     );
     let epochs = options.epochs;
-    let mut trainer = Trainer::new(vec![head], options)?;
+    let mut trainer = DeviceTrainer::new(&choice, vec![head], options)?;
     trainer.add_features(&[(&input, &features)], &[(&name, labels)])?;
     crate::training::fit(&mut trainer, epochs, args.train.quiet, args.train.plot.as_deref())?;
     trainer.head_set(args.train.with_optimizer)?.save(&args.out)?;
-    println!("head `{name}` -> {}", args.out.display());
+    println!("head `{name}` trained on {} -> {}", trainer.kind(), args.out.display());
     Ok(())
 }
 

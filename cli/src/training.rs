@@ -1,8 +1,10 @@
 //! What `train-head` and `finetune` share: optimizer and schedule flags, the progress bar, the
 //! per-epoch metric lines and the optional curve plot.
 
-use hydrant::train::{EarlyStopping, EpochReport, OptimizerSpec, Schedule, TaskMetrics};
-use hydrant::{Error, Result, TrainOptions, Trainer};
+use hydrant::train::{
+    DeviceTrainer, EarlyStopping, EpochReport, OptimizerSpec, Schedule, TaskMetrics,
+};
+use hydrant::{Error, Result, TrainOptions};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 use std::ops::ControlFlow;
@@ -120,7 +122,7 @@ impl TrainFlags {
 /// Runs the trainer for `epochs`, with a progress bar on stderr (a terminal, not `quiet`) and
 /// one block of metric lines per epoch on stdout; draws the curves when `plot` is set.
 pub fn fit(
-    trainer: &mut Trainer,
+    trainer: &mut DeviceTrainer,
     epochs: usize,
     quiet: bool,
     plot: Option<&std::path::Path>,

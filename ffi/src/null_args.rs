@@ -131,6 +131,7 @@ fn head_and_trainer_calls_report_each_null_argument() {
         null_error(hydrant_trainer_save_heads(t, path, 1), "trainer");
         null_error(hydrant_trainer_save_checkpoint(t, path), "trainer");
         null_error(hydrant_trainer_swap_into(t, null()), "trainer");
+        null_error(hydrant_trainer_set_device(t, c"cpu".as_ptr()), "trainer");
     }
 }
 
@@ -163,6 +164,8 @@ fn accessors_return_their_failure_value_for_null() {
         assert!(hydrant_trainer_head_name(null(), 0).is_null());
         assert_eq!(hydrant_trainer_sample_count(null()), 0);
         assert_eq!(hydrant_trainer_epoch_count(null()), 0);
+        assert!(hydrant_trainer_device(null()).is_null());
+        assert!(hydrant_trainer_device_reason(null()).is_null());
         assert_eq!(last_error(), "trainer is NULL");
         hydrant_trainer_free(null_mut());
         hydrant_model_free(null_mut());

@@ -190,6 +190,56 @@ fn c_training_writes_the_rust_api_head_file_bit_for_bit() {
     same_file(&resumed, &rust_file);
 }
 
+/// The trainer's device and reason.
+///
+/// # Safety
+/// `trainer` is a live trainer.
+unsafe fn device_of(trainer: *const hydrant_trainer) -> (String, String) {
+    // SAFETY: strings owned by the live trainer.
+    let text = |p| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned();
+    unsafe { (text(hydrant_trainer_device(trainer)), text(hydrant_trainer_device_reason(trainer))) }
+}
+
+fn last_error() -> String {
+    // SAFETY: never NULL, valid until the next call on this thread.
+    unsafe { CStr::from_ptr(hydrant_last_error()) }.to_string_lossy().into_owned()
+}
+
+#[test]
+fn the_device_is_chosen_before_samples_and_an_unusable_one_is_refused() {
+    // With a validation split the GPU trainer refuses the job, so on every machine `auto`
+    // stays on the CPU and `cuda` is refused.
+    let (c_params, _) = params();
+    let (features, labels) = c_samples();
+    let init = CString::new(train_fixture("parity_mlp_init.safetensors")).unwrap();
+    let mut trainer = null_mut();
+    // SAFETY: live handles and C strings.
+    unsafe {
+        ok(hydrant_trainer_new_from_file(init.as_ptr(), null(), &c_params, &mut trainer));
+        assert_eq!(device_of(trainer).0, "cpu", "a new trainer trains on the CPU");
+        ok(hydrant_trainer_set_device(trainer, c"cpu".as_ptr()));
+        assert_eq!(device_of(trainer), ("cpu".into(), "requested".into()));
+        ok(hydrant_trainer_set_device(trainer, c"auto".as_ptr()));
+        let (device, reason) = device_of(trainer);
+        assert!(device == "cpu" && reason.starts_with("auto: "), "{device}: {reason}");
+        for (name, words) in [("gpu", "`gpu`"), ("cuda:99", "cuda:99"), ("cuda", "cuda:0")] {
+            let c = CString::new(name).unwrap();
+            let status = hydrant_trainer_set_device(trainer, c.as_ptr());
+            assert_eq!(status, HYDRANT_ERR_INVALID_ARGUMENT, "{name}");
+            assert!(last_error().contains(words), "{name}: {}", last_error());
+            assert_eq!(device_of(trainer).0, "cpu", "unchanged by the refusal");
+        }
+        let l = [labels.cast_const()];
+        ok(hydrant_trainer_add_features(trainer, features, l.as_ptr(), 1));
+        ok(hydrant_trainer_set_device(trainer, c"cpu".as_ptr()));
+        ok(hydrant_trainer_fit(trainer, 1, None, null_mut(), null_mut()));
+        assert_eq!(hydrant_trainer_epoch_count(trainer), 1);
+        hydrant_trainer_free(trainer);
+        hydrant_features_free(features);
+        hydrant_tensor_free(labels);
+    }
+}
+
 /// Asserts two head files hold the same heads, optimizer state and tensors, bit for bit. (Not
 /// the files' bytes: the order of the header's metadata entries is not fixed.)
 fn same_file(a: &std::path::Path, b: &std::path::Path) {

@@ -8,7 +8,9 @@ use crate::model::hydrant_model;
 use crate::ptr;
 use crate::tensor::hydrant_tensor;
 use crate::train_params::{hydrant_train_params, train_options};
-use hydrant::train::{EpochReport, Init, LayerSpec, TaskMetrics};
+use hydrant::train::{
+    DeviceTrainer, EpochReport, Init, LayerSpec, TaskMetrics, TrainJob, TrainerChoice,
+};
 use hydrant::{Head, HeadSet, HeadSpec, Labels, TaskSpec, Tensor, Trainer};
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::ops::ControlFlow;
@@ -21,11 +23,13 @@ const SAMPLE_CHUNK: usize = 256;
 /// hydrant_trainer_new_from_spec() or hydrant_trainer_resume(); freed by hydrant_trainer_free().
 /// A trainer is used by one thread at a time; it holds no reference to any model.
 pub struct hydrant_trainer {
-    trainer: Trainer,
+    trainer: DeviceTrainer,
     /// The heads' names, in trainer order.
     heads: Vec<String>,
     /// The same as C strings.
     names: Vec<CString>,
+    /// Where it trains (`cpu`, `cuda:N`) and why, as C strings.
+    device: (CString, CString),
 }
 
 /// Metrics of one head over one pass through samples. Metrics that do not apply to the head's
@@ -88,7 +92,9 @@ impl hydrant_trainer {
     fn new(trainer: Trainer) -> *mut hydrant_trainer {
         let heads: Vec<String> = trainer.head_names().into_iter().map(String::from).collect();
         let names = heads.iter().map(|n| ptr::c_name(n)).collect();
-        Box::into_raw(Box::new(hydrant_trainer { trainer, heads, names }))
+        let device = (ptr::c_name("cpu"), ptr::c_name("the default of a new trainer"));
+        let trainer = DeviceTrainer::Cpu(Box::new(trainer));
+        Box::into_raw(Box::new(hydrant_trainer { trainer, heads, names, device }))
     }
 }
 
@@ -373,6 +379,70 @@ pub unsafe extern "C" fn hydrant_trainer_sample_count(trainer: *const hydrant_tr
 pub unsafe extern "C" fn hydrant_trainer_epoch_count(trainer: *const hydrant_trainer) -> usize {
     // SAFETY: NULL or a live trainer (header contract).
     guard_value(0, || Ok(unsafe { ptr::borrow(trainer, "trainer")? }.trainer.history().len()))
+}
+
+/// Chooses where the trainer trains, before any sample is added: `device` is `"auto"`, `"cpu"`,
+/// `"cuda"` or `"cuda:N"`, or NULL for `$HYDRANT_DEVICE` (else auto), as for models. A new
+/// trainer trains on the CPU. With a usable CUDA device (hydrant built with the `cuda` feature,
+/// a driver that sees it) and a job the GPU trainer runs (one head, static weighting, no
+/// validation split or early stopping), training runs on the GPU; `auto` otherwise stays on the
+/// CPU, and hydrant_trainer_device_reason() says why. On the GPU, hydrant_trainer_evaluate(),
+/// hydrant_trainer_save_checkpoint() and hydrant_trainer_save_heads() with the optimizer state
+/// return HYDRANT_ERR_INVALID_ARGUMENT (they run on the CPU trainer).
+///
+/// Returns HYDRANT_OK, HYDRANT_ERR_NULL_ARGUMENT, or HYDRANT_ERR_INVALID_ARGUMENT (a device name
+/// not understood, an explicit CUDA device that is not usable or a job the GPU trainer refuses,
+/// the message naming why; samples already added or epochs run). On failure the trainer stays
+/// where it was.
+#[no_mangle]
+pub unsafe extern "C" fn hydrant_trainer_set_device(
+    trainer: *mut hydrant_trainer,
+    device: *const c_char,
+) -> hydrant_status {
+    guard(|| {
+        // SAFETY: every pointer is NULL or valid as documented (header contract).
+        let t = unsafe { trainer.as_mut() }.ok_or_else(|| Failure::null("trainer"))?;
+        let explicit = match device.is_null() {
+            true => None,
+            // SAFETY: a C string (header contract).
+            false => Some(unsafe { ptr::string(device, "device")? }.parse()?),
+        };
+        let job =
+            TrainJob { options: t.trainer.options(), heads: t.heads.len(), optimizer_state: false };
+        let env = std::env::var("HYDRANT_DEVICE").ok();
+        let choice = hydrant::train::device::choose_trainer_here(explicit, env.as_deref(), &job)?;
+        move_trainer(t, &choice)
+    })
+}
+
+/// Moves `t` to the trainer `choice` names (it stays where it was on failure).
+fn move_trainer(t: &mut hydrant_trainer, choice: &TrainerChoice) -> FfiResult {
+    t.trainer.move_to(choice)?;
+    t.device = (ptr::c_name(&choice.kind.to_string()), ptr::c_name(&choice.reason));
+    Ok(())
+}
+
+/// Where the trainer trains: `"cpu"` or `"cuda:N"`, owned by the trainer and valid until its
+/// device is set again or it is freed; NULL for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn hydrant_trainer_device(trainer: *const hydrant_trainer) -> *const c_char {
+    // SAFETY: NULL or a live trainer (header contract).
+    guard_value(std::ptr::null(), || {
+        Ok(unsafe { ptr::borrow(trainer, "trainer")? }.device.0.as_ptr())
+    })
+}
+
+/// Why the trainer trains where hydrant_trainer_device() says, in words (such as `auto: no CUDA
+/// driver (libcuda) found`), owned and valid as hydrant_trainer_device()'s result; NULL for
+/// NULL.
+#[no_mangle]
+pub unsafe extern "C" fn hydrant_trainer_device_reason(
+    trainer: *const hydrant_trainer,
+) -> *const c_char {
+    // SAFETY: NULL or a live trainer (header contract).
+    guard_value(std::ptr::null(), || {
+        Ok(unsafe { ptr::borrow(trainer, "trainer")? }.device.1.as_ptr())
+    })
 }
 
 /// Adds samples from model inputs: `model` computes the trunk tensors the heads read (once per

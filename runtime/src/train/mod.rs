@@ -8,6 +8,7 @@
 pub mod array;
 pub mod cache;
 pub mod data;
+pub mod device;
 pub mod head;
 pub mod import;
 pub mod layers;
@@ -24,6 +25,7 @@ pub mod weighting;
 pub use array::Array;
 pub use cache::FeatureCache;
 pub use data::Labels;
+pub use device::{choose_trainer, DeviceTrainer, TrainJob, TrainerChoice, TrainerKind};
 pub use head::{Head, Init};
 pub use import::NotTrainable;
 pub use metrics::TaskMetrics;

@@ -464,6 +464,11 @@ impl Trainer {
         Ok(reports)
     }
 
+    /// The training options.
+    pub fn options(&self) -> &TrainOptions {
+        &self.options
+    }
+
     /// Every epoch run so far.
     pub fn history(&self) -> &[EpochReport] {
         &self.history
