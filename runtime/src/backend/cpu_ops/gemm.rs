@@ -65,8 +65,8 @@ pub fn pack(w: &[f32], rows: usize, k: usize) -> Vec<f32> {
 }
 
 /// The epilogue of one output row: `dst = act(src + bias (+ residual))`.
-#[inline]
-pub fn store(
+#[inline(always)]
+pub(super) fn store_body(
     dst: &mut [f32],
     src: &[f32],
     bias: f32,
@@ -89,6 +89,17 @@ pub fn store(
     if act != super::Activation::NONE {
         dst.iter_mut().for_each(|d| *d = act.apply(*d));
     }
+}
+
+super::multiversion! {
+    /// [`store_body`] compiled for `isa`.
+    pub fn store(
+        dst: &mut [f32],
+        src: &[f32],
+        bias: f32,
+        residual: Option<&[f32]>,
+        act: super::Activation,
+    ) => store_body
 }
 
 /// The portable kernel: `MR × 16` blocks of plain arrays that compilers vectorise.

@@ -161,7 +161,14 @@ impl Im2colConv {
                     // SAFETY: jobs own disjoint (channel, pixel range) pairs.
                     let dst = unsafe { out.slice(at, cols) };
                     let res = residual.map(|res| &res[at..][..cols]);
-                    gemm::store(dst, &c[r * PANEL..][..cols], self.weights.bias[co], res, self.act);
+                    gemm::store(
+                        self.isa,
+                        dst,
+                        &c[r * PANEL..][..cols],
+                        self.weights.bias[co],
+                        res,
+                        self.act,
+                    );
                 }
             }
             t0 += nv * LANES;

@@ -116,37 +116,82 @@ impl PointwiseConv {
         out: SharedOut,
     ) {
         let k = self.cin;
+        // Column chunks of one kernel call each: (first column, vector units, columns kept).
+        let mut chunks = vec![];
         let mut t0 = cols.0;
         while t0 < cols.1 {
             let nv = if cols.1 - t0 > LANES { 2 } else { 1 };
-            let width = nv * LANES;
-            let n = width.min(cols.1 - t0);
-            // Full-width columns are read in place; a partial block is copied, zero-padded.
-            let (v, v_stride) = if t0 + width <= pixels {
-                (&input[t0..], pixels)
-            } else {
+            chunks.push((t0, nv, (nv * LANES).min(cols.1 - t0)));
+            t0 += nv * LANES;
+        }
+        // Full-width chunks are read in place; a partial last one is copied, zero-padded.
+        let tail = match chunks.last() {
+            Some(&(t0, nv, n)) if t0 + nv * LANES > pixels => {
+                let width = nv * LANES;
                 let t = grow(tail, k * width);
                 for (kk, row) in t.chunks_exact_mut(width).enumerate() {
                     row[..n].copy_from_slice(&input[kk * pixels + t0..][..n]);
                     row[n..].fill(0.0);
                 }
-                (&t[..], width)
-            };
-            for p in ps.0..ps.1 {
-                let u = &self.weights.u[p * k * MR..][..k * MR];
-                gemm::panel(self.isa, k, u, v, v_stride, nv, c, PANEL);
-                for r in 0..MR.min(self.cout - p * MR) {
-                    let co = p * MR + r;
-                    let at = co * pixels + t0;
-                    // SAFETY: jobs own disjoint (channel, column range) pairs.
-                    let dst = unsafe { out.slice(at, n) };
-                    let res = residual.map(|res| &res[at..][..n]);
-                    gemm::store(dst, &c[r * PANEL..][..n], self.weights.bias[co], res, self.act);
-                }
+                Some(&t[..])
             }
-            t0 += width;
+            _ => None,
+        };
+        // Panels outermost: one panel of weights stays in L1 while the block's columns stream
+        // from L2, and the weights are read once per block.
+        for p in ps.0..ps.1 {
+            let u = &self.weights.u[p * k * MR..][..k * MR];
+            for &(t0, nv, n) in &chunks {
+                let width = nv * LANES;
+                let (v, v_stride) = match tail {
+                    Some(t) if t0 + width > pixels => (t, width),
+                    _ => (&input[t0..], pixels),
+                };
+                gemm::panel(self.isa, k, u, v, v_stride, nv, c, PANEL);
+                let rows = MR.min(self.cout - p * MR);
+                let bias = &self.weights.bias[p * MR..][..rows];
+                let at = p * MR * pixels + t0;
+                store_tile(self.isa, c, bias, n, out, at, pixels, residual, self.act);
+            }
         }
     }
+}
+
+/// The epilogue of one kernel call: row `r < bias.len()` of `c` (`n` values) stored at
+/// `out[at + r·pixels..]` as `act(c + bias[r] (+ residual))`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn store_tile_body(
+    c: &[f32],
+    bias: &[f32],
+    n: usize,
+    out: SharedOut,
+    at: usize,
+    pixels: usize,
+    residual: Option<&[f32]>,
+    act: Activation,
+) {
+    for (r, &b) in bias.iter().enumerate() {
+        let at = at + r * pixels;
+        // SAFETY: jobs own disjoint (channel, column range) pairs.
+        let dst = unsafe { out.slice(at, n) };
+        let res = residual.map(|res| &res[at..][..n]);
+        gemm::store_body(dst, &c[r * PANEL..][..n], b, res, act);
+    }
+}
+
+super::multiversion! {
+    /// [`store_tile_body`] compiled for `isa`.
+    fn store_tile(
+        c: &[f32],
+        bias: &[f32],
+        n: usize,
+        out: SharedOut,
+        at: usize,
+        pixels: usize,
+        residual: Option<&[f32]>,
+        act: Activation,
+    ) => store_tile_body
 }
 
 thread_local! {
@@ -266,6 +311,43 @@ mod tests {
                 assert!(err <= BOUND, "{c:?} {isa:?}: relative error {err:e}");
             }
         }
+    }
+
+    #[test]
+    fn a_bias_behind_a_cast_is_found_before_declutter() {
+        use tract_onnx::tract_core::ops::cast::cast;
+        use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
+        use tract_onnx::tract_core::ops::nn::DataFormat;
+        let (cin, cout) = (20, 12);
+        let mut m = TypedModel::default();
+        let x = m.add_source("x", f32::fact([1, cin, 5, 6])).unwrap();
+        let w: Vec<f32> = (0..cout * cin).map(|i| ((i * 37 % 23) as f32 - 11.0) / 40.0).collect();
+        let b: Vec<f32> = (0..cout).map(|i| i as f32 / 10.0 - 0.5).collect();
+        let w = m.add_const("w", Tensor::from_shape(&[cout, cin, 1, 1], &w).unwrap()).unwrap();
+        let b = m.add_const("b", Tensor::from_shape(&[cout], &b).unwrap()).unwrap();
+        // As tract-onnx's typed translation leaves it: a cast whose fact is not folded yet.
+        let id = m.add_node("b.cast", cast(f32::datum_type()), tvec![f32::fact([cout])]).unwrap();
+        m.add_edge(b, InletId::new(id, 0)).unwrap();
+        let b = OutletId::new(id, 0);
+        assert!(m.outlet_fact(b).unwrap().konst.is_none());
+        let pool =
+            PoolSpec::new(DataFormat::NCHW, tvec![1, 1], PaddingSpec::Valid, None, None, cin, cout);
+        let conv = Conv::new(pool, KernelFormat::OIHW, 1, None);
+        let y = m.wire_node("conv", conv, &[x, w, b]).unwrap()[0];
+        m.select_output_outlets(&[y]).unwrap();
+        let input: Vec<f32> = (0..cin * 30).map(|i| ((i * 13 % 17) as f32 - 8.0) / 8.0).collect();
+        let input = tvec![Tensor::from_shape(&[1, cin, 5, 6], &input).unwrap().into_tvalue()];
+        let mut ours = m.clone();
+        assert_eq!(super::super::fuse::patch_pointwise(&mut ours, Isa::best()).unwrap(), 1);
+        let run = |m: TypedModel| -> Vec<f32> {
+            let plan = m.into_optimized().unwrap().into_runnable().unwrap();
+            let y = plan.run(input.clone()).unwrap().remove(0);
+            y.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec()
+        };
+        let (want, got) = (run(m), run(ours));
+        let scale = want.iter().fold(0f32, |a, x| a.max(x.abs()));
+        let diff = want.iter().zip(&got).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+        assert!(diff <= BOUND * scale, "difference {diff:e} at scale {scale}");
     }
 
     #[test]
