@@ -63,9 +63,22 @@ fn cases() -> Vec<(&'static str, ConvCase)> {
     ]
 }
 
-/// MobileNet-V2's depthwise convolutions at 224×224 input, with the ReLU6 after them (its 1×1
-/// convolutions stay with tract).
+/// MobileNet-V2's depthwise convolutions at 224×224 input, with the ReLU6 after them, and its
+/// 1×1 convolutions (PointwiseConv): expansions with ReLU6, projections with the residual `Add`
+/// where the block has one.
 fn mobilenet_cases() -> Vec<(&'static str, ConvCase)> {
+    let pw = |cin: usize, cout: usize, hw: usize, residual: bool| ConvCase {
+        cin,
+        cout,
+        hw: (hw, hw),
+        kernel: 1,
+        stride: 1,
+        pads: [0; 4],
+        residual,
+        relu: cin < cout,
+        relu6: cin < cout,
+        depthwise: false,
+    };
     let dw = |ch: usize, hw: usize, stride: usize| ConvCase {
         cin: ch,
         cout: ch,
@@ -85,6 +98,19 @@ fn mobilenet_cases() -> Vec<(&'static str, ConvCase)> {
         ("mb dw192 28/1 relu6", dw(192, 28, 1)),
         ("mb dw576 14/1 relu6", dw(576, 14, 1)),
         ("mb dw960 7/1 relu6", dw(960, 7, 1)),
+        ("mb pw 32>16 112", pw(32, 16, 112, false)),
+        ("mb pw 16>96 112 relu6", pw(16, 96, 112, false)),
+        ("mb pw 24>144 56 relu6", pw(24, 144, 56, false)),
+        ("mb pw 144>24 56 add", pw(144, 24, 56, true)),
+        ("mb pw 32>192 28 relu6", pw(32, 192, 28, false)),
+        ("mb pw 192>32 28 add", pw(192, 32, 28, true)),
+        ("mb pw 64>384 14 relu6", pw(64, 384, 14, false)),
+        ("mb pw 384>64 14 add", pw(384, 64, 14, true)),
+        ("mb pw 96>576 14 relu6", pw(96, 576, 14, false)),
+        ("mb pw 576>96 14 add", pw(576, 96, 14, true)),
+        ("mb pw 160>960 7 relu6", pw(160, 960, 7, false)),
+        ("mb pw 960>160 7 add", pw(960, 160, 7, true)),
+        ("mb pw 320>1280 7 relu6", pw(320, 1280, 7, false)),
     ]
 }
 

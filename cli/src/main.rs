@@ -40,7 +40,7 @@ enum Command {
     Run(run::Args),
     /// Measure latency: full graph, each head, heads on stored features, separate models.
     Bench(bench::Args),
-    /// Time hydrant's own CPU ops against tract's on ResNet-18's 3×3 convolutions.
+    /// Time hydrant's own CPU ops against tract's on ResNet-18's and MobileNet-V2's convolutions.
     BenchOps(bench_ops::Args),
     /// Time head training steps and a whole fine-tune, optionally beside PyTorch.
     BenchTrain(bench_train::Args),

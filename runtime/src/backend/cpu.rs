@@ -137,10 +137,12 @@ impl CpuSegment {
 
     /// The segment as a decluttered typed model for the given input facts.
     pub fn typed_model(&self, facts: &[Fact]) -> Result<TypedModel> {
-        self.guarded(|| self.build_typed(facts))
+        self.guarded(|| self.typed(facts, false))
     }
 
-    fn build_typed(&self, facts: &[Fact]) -> Result<TypedModel> {
+    /// [`CpuSegment::typed_model`], with hydrant's 1×1 convolutions substituted before
+    /// declutter when `pointwise` is set ([`cpu_ops::patch_pointwise`]).
+    fn typed(&self, facts: &[Fact], pointwise: bool) -> Result<TypedModel> {
         let mut proto = self.proto.clone();
         let graph = proto.graph.as_mut().expect("built with a graph");
         for (vi, fact) in graph.input.iter_mut().zip(facts) {
@@ -157,7 +159,11 @@ impl CpuSegment {
                 format!("unresolved inputs {:?}", parsed.unresolved_inputs),
             ));
         }
-        parsed.model.into_typed().and_then(|m| m.into_decluttered()).map_err(|e| self.err(e))
+        let mut typed = parsed.model.into_typed().map_err(|e| self.err(e))?;
+        if pointwise {
+            cpu_ops::patch_pointwise(&mut typed, cpu_ops::Isa::best()).map_err(|e| self.err(e))?;
+        }
+        typed.into_decluttered().map_err(|e| self.err(e))
     }
 
     /// The cached optimized plan for these input facts, built on first use.
@@ -165,9 +171,10 @@ impl CpuSegment {
         if let Some(p) = self.plans.lock().unwrap_or_else(|e| e.into_inner()).get(facts) {
             return Ok(p.clone());
         }
-        let mut model = self.typed_model(facts)?;
+        let own_ops = self.own_ops;
         let plan = self.guarded(|| {
-            if self.own_ops {
+            let mut model = self.typed(facts, own_ops)?;
+            if own_ops {
                 cpu_ops::patch(&mut model, cpu_ops::Isa::best()).map_err(|e| self.err(e))?;
             }
             model.into_optimized().and_then(|m| m.into_runnable()).map_err(|e| self.err(e))

@@ -1,13 +1,23 @@
-//! The patching pass: finds the convolutions hydrant's ops compute better than tract and
-//! replaces them, with what they can absorb (a residual `Add`, a ReLU or ReLU6), in a typed
+//! The patching passes: find the convolutions hydrant's ops compute better than tract and
+//! replace them, with what they can absorb (a residual `Add`, a ReLU or ReLU6), in a typed
 //! model.
+//!
+//! 1×1 convolutions are matched by [`patch_pointwise`] on the typed model *before* tract's
+//! declutter: declutter turns an unpadded stride-1 1×1 `Conv` into an `EinSum` plus a bias
+//! `Add` (then a packed matrix product), after which the convolution, its bias and the clamps
+//! that follow are separate ops spread over reshapes. Before declutter they are still one `Conv`
+//! node followed by the ONNX `Add` and `Clip` (`Max`, `Min`) nodes, the pattern [`patch`] already
+//! matches for the other convolutions. Every other convolution is matched by [`patch`] after
+//! declutter (which has folded what it can into them).
 
 use super::depthwise::DepthwiseConv;
 use super::im2col_conv::{ConvShape, Im2colConv};
+use super::pointwise::PointwiseConv;
 use super::winograd::WinogradConv;
 use super::{Activation, Isa};
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
+use tract_onnx::tract_core::ops::cast::Cast;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
 use tract_onnx::tract_core::ops::math::{Add, Max, Min};
 use tract_onnx::tract_core::ops::nn::DataFormat;
@@ -31,6 +41,85 @@ pub fn patch(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
         model.compact()?;
     }
     Ok(replaced)
+}
+
+/// Replaces every unpadded stride-1 1×1 convolution of `model` (typed, not yet decluttered,
+/// concrete shapes) by a [`PointwiseConv`], with the residual `Add` and clamps that follow it;
+/// returns how many were replaced.
+pub fn patch_pointwise(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
+    let convs: Vec<usize> =
+        model.nodes().iter().filter(|n| n.op_is::<Conv>()).map(|n| n.id).collect();
+    let mut replaced = 0;
+    for id in convs {
+        if let Some(p) = pointwise_patch(model, id, isa)? {
+            p.apply(model)?;
+            replaced += 1;
+        }
+    }
+    if replaced > 0 {
+        model.compact()?;
+    }
+    Ok(replaced)
+}
+
+/// A patch replacing 1×1 conv node `id` (stride 1, no padding, with a bias) and a following
+/// residual `Add` and clamps by a [`PointwiseConv`], or `None`.
+fn pointwise_patch(
+    model: &TypedModel,
+    id: usize,
+    isa: Isa,
+) -> TractResult<Option<TypedModelPatch>> {
+    let node = model.node(id);
+    let Some(conv) = node.op_as::<Conv>() else { return Ok(None) };
+    let Some(shape) = plain_conv(conv) else { return Ok(None) };
+    let ConvShape { cin, cout, kernel: kernel_hw, stride, pads } = shape;
+    if kernel_hw != (1, 1) || stride != (1, 1) || pads != [0; 4] || node.inputs.len() != 3 {
+        return Ok(None);
+    }
+    let x = model.outlet_fact(node.inputs[0])?;
+    if x.datum_type != f32::datum_type() || x.shape.as_concrete().is_none_or(|s| s.len() != 4) {
+        return Ok(None);
+    }
+    let (Some(kernel), Some(bias)) = (konst(model, node.inputs[1]), konst(model, node.inputs[2]))
+    else {
+        return Ok(None);
+    };
+    if kernel.shape() != [cout, cin, 1, 1] {
+        return Ok(None);
+    }
+    let Some(bias) = bias_values(&bias, cout)? else { return Ok(None) };
+    let (residual, last) = residual_add(model, id)?;
+    let (act, last) = take_clamp(&clamps(model, last)?, last, |_| true);
+    let kernel = kernel.try_as_plain_ram()?;
+    let kernel = kernel.as_slice::<f32>()?;
+    let op = PointwiseConv::new(cin, cout, kernel, Some(&bias), residual.is_some(), act, isa)?;
+    let mut patch = TypedModelPatch::default();
+    let mut inputs = tvec![patch.tap_model(model, node.inputs[0])?];
+    if let Some(r) = residual {
+        inputs.push(patch.tap_model(model, r)?);
+    }
+    let wire = patch.wire_node(format!("{}.hydrant", node.name), op, &inputs)?[0];
+    patch.shunt_outside(model, last, wire)?;
+    Ok(Some(patch))
+}
+
+/// The other input of an `Add` that is the sole consumer of conv node `id`'s output, when it
+/// has the output's type and shape, and the outlet the fused chain ends at so far.
+fn residual_add(model: &TypedModel, id: usize) -> TractResult<(Option<OutletId>, OutletId)> {
+    let conv_out = OutletId::new(id, 0);
+    let out = model.outlet_fact(conv_out)?;
+    if let Some((add, slot)) = sole_successor(model, conv_out) {
+        let other = add.inputs.get(1 - slot.min(1)).copied();
+        if bin_op_is::<Add>(add) && add.inputs.len() == 2 {
+            if let Some(r) = other {
+                let rf = model.outlet_fact(r)?;
+                if rf.datum_type == f32::datum_type() && rf.shape == out.shape {
+                    return Ok((Some(r), OutletId::new(add.id, 0)));
+                }
+            }
+        }
+    }
+    Ok((None, conv_out))
 }
 
 /// The shape of an ungrouped, undilated NCHW convolution with an OIHW float kernel, or `None`.
@@ -62,10 +151,18 @@ fn plain_conv(conv: &Conv) -> Option<ConvShape> {
     })
 }
 
-/// The f32 values of a constant outlet.
+/// The f32 values of a constant outlet, looking through casts to f32 (before declutter, the
+/// bias of an ONNX `Conv` arrives through one, its fact not yet folded to a constant).
 fn konst(model: &TypedModel, outlet: OutletId) -> Option<Arc<Tensor>> {
     let fact = model.outlet_fact(outlet).ok()?;
-    fact.konst.clone().filter(|k| k.datum_type() == f32::datum_type())
+    if let Some(k) = &fact.konst {
+        return Some(k.clone()).filter(|k| k.datum_type() == f32::datum_type());
+    }
+    let node = model.node(outlet.node);
+    match (node.op_as::<Cast>(), node.inputs.as_slice()) {
+        (Some(cast), &[input]) if cast.to == f32::datum_type() => konst(model, input),
+        _ => None,
+    }
 }
 
 /// The single consumer of `outlet`, when it has exactly one and is not a model output.
@@ -204,8 +301,8 @@ fn conv_patch(model: &TypedModel, id: usize, isa: Isa) -> TractResult<Option<Typ
     let Some(shape) = plain_conv(conv) else { return Ok(None) };
     let ConvShape { cin, cout, kernel: kernel_hw, stride: strides, pads: _ } = shape;
     let winograd = kernel_hw == (3, 3) && strides == (1, 1) && cin >= MIN_CHANNELS;
-    // 1×1 convolutions stay with tract (plain matrix products there; its declutter turns
-    // most of them into one before this pass).
+    // 1×1 convolutions are `patch_pointwise`'s (those it leaves, strided or padded, stay
+    // with tract).
     // Strided 3×3 convolutions with 64+ input channels stay with tract too: its packed matrix
     // product beat ours on ResNet-18's (bench-ops: 1.2× less time; -0.9 ms a full run).
     let im2col = !winograd
@@ -216,7 +313,6 @@ fn conv_patch(model: &TypedModel, id: usize, isa: Isa) -> TractResult<Option<Typ
         return Ok(None);
     }
     let x = model.outlet_fact(node.inputs[0])?;
-    let out = model.outlet_fact(OutletId::new(id, 0))?;
     if x.datum_type != f32::datum_type() || x.shape.as_concrete().is_none_or(|s| s.len() != 4) {
         return Ok(None);
     }
@@ -228,20 +324,7 @@ fn conv_patch(model: &TypedModel, id: usize, isa: Isa) -> TractResult<Option<Typ
         return Ok(None);
     }
     let Some(bias) = bias_values(&bias, cout)? else { return Ok(None) };
-    let mut last = OutletId::new(id, 0);
-    let mut residual = None;
-    if let Some((add, slot)) = sole_successor(model, last) {
-        let other = add.inputs.get(1 - slot.min(1)).copied();
-        if bin_op_is::<Add>(add) && add.inputs.len() == 2 {
-            if let Some(r) = other {
-                let rf = model.outlet_fact(r)?;
-                if rf.datum_type == f32::datum_type() && rf.shape == out.shape {
-                    residual = Some(r);
-                    last = OutletId::new(add.id, 0);
-                }
-            }
-        }
-    }
+    let (residual, mut last) = residual_add(model, id)?;
     let steps = clamps(model, last)?;
     let kernel = kernel.try_as_plain_ram()?;
     let kernel = kernel.as_slice::<f32>()?;

@@ -51,6 +51,57 @@ pub fn panel(
     }
 }
 
+/// `W` (`rows × k`, row-major) as `MR`-row panels for [`panel`]: `u[(p·k + kk)·MR + r]` =
+/// `W[p·MR + r][kk]`, zero past the last row.
+pub fn pack(w: &[f32], rows: usize, k: usize) -> Vec<f32> {
+    assert_eq!(w.len(), rows * k, "{rows}×{k} matrix");
+    let mut u = vec![0f32; rows.div_ceil(MR) * k * MR];
+    for (row, values) in w.chunks_exact(k).enumerate() {
+        for (kk, &x) in values.iter().enumerate() {
+            u[((row / MR) * k + kk) * MR + row % MR] = x;
+        }
+    }
+    u
+}
+
+/// The epilogue of one output row: `dst = act(src + bias (+ residual))`.
+#[inline(always)]
+pub(super) fn store_body(
+    dst: &mut [f32],
+    src: &[f32],
+    bias: f32,
+    residual: Option<&[f32]>,
+    act: super::Activation,
+) {
+    match residual {
+        Some(res) => {
+            for ((d, &x), &y) in dst.iter_mut().zip(src).zip(res) {
+                *d = x + bias + y;
+            }
+        }
+        None => {
+            for (d, &x) in dst.iter_mut().zip(src) {
+                *d = x + bias;
+            }
+        }
+    }
+    // Not applied when there is no clamp: `max(NaN, -∞)` would turn a NaN into `-∞`.
+    if act != super::Activation::NONE {
+        dst.iter_mut().for_each(|d| *d = act.apply(*d));
+    }
+}
+
+super::multiversion! {
+    /// [`store_body`] compiled for `isa`.
+    pub fn store(
+        dst: &mut [f32],
+        src: &[f32],
+        bias: f32,
+        residual: Option<&[f32]>,
+        act: super::Activation,
+    ) => store_body
+}
+
 /// The portable kernel: `MR × 16` blocks of plain arrays that compilers vectorise.
 fn portable(
     k: usize,

@@ -20,7 +20,7 @@ const PANEL: usize = 2 * LANES;
 
 #[derive(Debug)]
 struct Weights {
-    /// `u[(p·k + kk)·MR + r]`: weight `kk` of output channel `p·MR + r` (0 past `cout`).
+    /// Packed `MR`-row panels of the `cout × K` kernel ([`gemm::pack`]).
     u: Vec<f32>,
     bias: Vec<f32>,
 }
@@ -94,13 +94,7 @@ impl Im2colConv {
             }
             None => vec![0.0; cout],
         };
-        let panels = cout.div_ceil(MR);
-        let mut u = vec![0f32; panels * k * MR];
-        for co in 0..cout {
-            for kk in 0..k {
-                u[((co / MR) * k + kk) * MR + co % MR] = kernel[co * k + kk];
-            }
-        }
+        let u = gemm::pack(kernel, cout, k);
         Ok(Im2colConv { shape, residual, act, isa, weights: Arc::new(Weights { u, bias }) })
     }
 
@@ -166,23 +160,15 @@ impl Im2colConv {
                     let at = co * pixels + pix.0 + t0;
                     // SAFETY: jobs own disjoint (channel, pixel range) pairs.
                     let dst = unsafe { out.slice(at, cols) };
-                    let bias = self.weights.bias[co];
-                    let src = &c[r * PANEL..][..cols];
-                    match residual.map(|res| &res[at..][..cols]) {
-                        Some(res) => {
-                            for ((d, &x), &y) in dst.iter_mut().zip(src).zip(res) {
-                                *d = x + bias + y;
-                            }
-                        }
-                        None => {
-                            for (d, &x) in dst.iter_mut().zip(src) {
-                                *d = x + bias;
-                            }
-                        }
-                    }
-                    if self.act != Activation::NONE {
-                        dst.iter_mut().for_each(|d| *d = self.act.apply(*d));
-                    }
+                    let res = residual.map(|res| &res[at..][..cols]);
+                    gemm::store(
+                        self.isa,
+                        dst,
+                        &c[r * PANEL..][..cols],
+                        self.weights.bias[co],
+                        res,
+                        self.act,
+                    );
                 }
             }
             t0 += nv * LANES;

@@ -7,6 +7,9 @@
 //! with 64+ input channels, which tract computes faster). The rest of the graph is optimized by
 //! tract as before. 3×3 depthwise convolutions (stride 1 or 2) become
 //! a [`DepthwiseConv`](depthwise::DepthwiseConv), with a following ReLU or ReLU6 fused.
+//! [`patch_pointwise`] runs earlier, before tract's declutter, and replaces unpadded stride-1
+//! 1×1 convolutions (with a residual `Add` and ReLU/ReLU6 after them) by a
+//! [`PointwiseConv`](pointwise::PointwiseConv) (see [`fuse`] for why before declutter).
 //!
 //! Kernels are chosen at run time ([`Isa`]): AVX-512F or AVX2+FMA on x86_64, a portable path
 //! (auto-vectorised, the one used on aarch64) elsewhere. `HYDRANT_CPU_OPS=off` (or
@@ -18,11 +21,12 @@ pub mod fuse;
 pub(crate) mod gemm;
 pub mod im2col_conv;
 pub(crate) mod parallel;
+pub mod pointwise;
 pub mod probe;
 pub(crate) mod winograd;
 pub(crate) mod winograd_transform;
 
-pub(crate) use fuse::patch;
+pub(crate) use fuse::{patch, patch_pointwise};
 
 /// Defines `pub fn $name(isa: Isa, args…)` calling `$body(args…)` compiled for that ISA: the
 /// same portable code, auto-vectorised with AVX2+FMA where the CPU has it (also for

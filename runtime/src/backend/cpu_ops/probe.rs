@@ -109,7 +109,7 @@ impl ConvCase {
 pub struct Pair {
     /// The model optimized by tract alone.
     pub tract: Arc<TypedRunnableModel>,
-    /// The model after [`fuse::patch`], then optimized by tract.
+    /// The model after [`fuse::patch_pointwise`] and [`fuse::patch`], then optimized by tract.
     pub ours: Arc<TypedRunnableModel>,
     /// How many ops the patch replaced.
     pub replaced: usize,
@@ -122,7 +122,7 @@ impl Pair {
     pub fn new(case: &ConvCase, seed: u64, isa: Isa) -> TractResult<Pair> {
         let (model, inputs) = case.model(seed)?;
         let mut patched = model.clone();
-        let replaced = fuse::patch(&mut patched, isa)?;
+        let replaced = fuse::patch_pointwise(&mut patched, isa)? + fuse::patch(&mut patched, isa)?;
         Ok(Pair {
             tract: model.into_optimized()?.into_runnable()?,
             ours: patched.into_optimized()?.into_runnable()?,

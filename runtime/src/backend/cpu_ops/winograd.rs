@@ -350,7 +350,7 @@ mod tests {
     }
 
     #[test]
-    fn what_is_not_winograd_goes_to_im2col_or_stays_with_tract() {
+    fn what_is_not_winograd_goes_to_other_ops_or_stays_with_tract() {
         let base = ConvCase {
             cin: 32,
             cout: 32,
@@ -376,9 +376,12 @@ mod tests {
             let (n, names) = ops(case);
             assert!(n == 1 && names.iter().any(|o| o == "Im2colConv"), "{case:?}: {names:?}");
         }
-        let strided_wide = ConvCase { cin: 64, stride: 2, ..base };
         let one_by_one = ConvCase { kernel: 1, pads: [0; 4], ..base };
-        for case in [one_by_one, ConvCase { cout: 8, ..base }, strided_wide] {
+        let (n, names) = ops(one_by_one);
+        assert!(n == 1 && names.iter().any(|o| o == "PointwiseConv"), "{names:?}");
+        let strided_wide = ConvCase { cin: 64, stride: 2, ..base };
+        let strided_one_by_one = ConvCase { stride: 2, ..one_by_one };
+        for case in [strided_one_by_one, ConvCase { cout: 8, ..base }, strided_wide] {
             assert_eq!(ops(case).0, 0, "{case:?}");
         }
     }

@@ -1,0 +1,362 @@
+//! `PointwiseConv`: a 1×1, stride-1, unpadded NCHW f32 convolution, `out[cout, HW] =
+//! W[cout, cin] · X[cin, HW]` per image, with bias, an optional residual input and a clamp
+//! (ReLU, ReLU6) applied as the products are stored: MobileNet-V2's expand (+ ReLU6) and
+//! project (+ residual `Add`) convolutions.
+//!
+//! NCHW needs no gathering: the [`gemm`] micro-kernel reads the input's channel rows in place
+//! (row stride `HW`); only the last, partial column block of an image is copied into a
+//! zero-padded panel.
+
+use super::gemm::{self, LANES, MR};
+use super::parallel::{self, SharedOut};
+use super::{Activation, Isa};
+use std::cell::RefCell;
+use std::sync::Arc;
+use tract_onnx::tract_core::internal::*;
+use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
+
+/// Columns of one kernel call (two vector units).
+const PANEL: usize = 2 * LANES;
+
+#[derive(Debug)]
+struct Weights {
+    /// Packed `MR`-row panels of `W` ([`gemm::pack`]).
+    u: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+/// A fused 1×1 convolution computed as packed weights times the input's channel rows.
+#[derive(Debug, Clone)]
+pub struct PointwiseConv {
+    cin: usize,
+    cout: usize,
+    residual: bool,
+    act: Activation,
+    isa: Isa,
+    weights: Arc<Weights>,
+}
+
+impl PartialEq for PointwiseConv {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.weights, &other.weights)
+            && (self.cin, self.cout, self.residual, self.act, self.isa)
+                == (other.cin, other.cout, other.residual, other.act, other.isa)
+    }
+}
+impl Eq for PointwiseConv {}
+
+impl PointwiseConv {
+    /// Builds the op from a `cout × cin` kernel (OIHW with 1×1 spatial) and its bias (`None`:
+    /// zero).
+    pub fn new(
+        cin: usize,
+        cout: usize,
+        kernel: &[f32],
+        bias: Option<&[f32]>,
+        residual: bool,
+        act: Activation,
+        isa: Isa,
+    ) -> TractResult<PointwiseConv> {
+        ensure!(cin > 0 && cout > 0, "1×1 convolution with {cin} → {cout} channels");
+        ensure!(kernel.len() == cout * cin, "kernel of {} values for {cin}→{cout}", kernel.len());
+        let bias = match bias {
+            Some(b) => {
+                ensure!(b.len() == cout, "bias of {} values for {cout} channels", b.len());
+                b.to_vec()
+            }
+            None => vec![0.0; cout],
+        };
+        let u = gemm::pack(kernel, cout, cin);
+        Ok(PointwiseConv { cin, cout, residual, act, isa, weights: Arc::new(Weights { u, bias }) })
+    }
+
+    /// Computes one image: `input` is `cin × pixels`, `residual` and `out` are `cout × pixels`.
+    pub fn run_image(
+        &self,
+        pixels: usize,
+        input: &[f32],
+        residual: Option<&[f32]>,
+        out: &mut [f32],
+    ) {
+        let k = self.cin;
+        let panels = self.cout.div_ceil(MR);
+        // Column blocks whose `k` input rows stay in the L2 cache while every panel uses them.
+        let block = ((65536 / k) / PANEL * PANEL).clamp(PANEL, 1024);
+        let blocks = pixels.div_ceil(block);
+        let threads = parallel::threads();
+        let split = if threads == 1 || blocks >= 2 * threads {
+            1
+        } else {
+            (2 * threads).div_ceil(blocks).min(panels)
+        };
+        let shared = SharedOut::new(out);
+        parallel::for_each(blocks * split, |job| {
+            let (b, s) = (job / split, job % split);
+            let cols = (b * block, ((b + 1) * block).min(pixels));
+            let ps = (s * panels / split, (s + 1) * panels / split);
+            SCRATCH.with(|scratch| {
+                let (tail, c) = &mut *scratch.borrow_mut();
+                let c = grow(c, MR * PANEL);
+                self.multiply(pixels, input, cols, ps, tail, c, residual, shared);
+            })
+        });
+    }
+
+    /// Products of input columns `cols` with channel panels `ps`, stored with the epilogue.
+    #[allow(clippy::too_many_arguments)]
+    fn multiply(
+        &self,
+        pixels: usize,
+        input: &[f32],
+        cols: (usize, usize),
+        ps: (usize, usize),
+        tail: &mut Vec<f32>,
+        c: &mut [f32],
+        residual: Option<&[f32]>,
+        out: SharedOut,
+    ) {
+        let k = self.cin;
+        // Column chunks of one kernel call each: (first column, vector units, columns kept).
+        let mut chunks = vec![];
+        let mut t0 = cols.0;
+        while t0 < cols.1 {
+            let nv = if cols.1 - t0 > LANES { 2 } else { 1 };
+            chunks.push((t0, nv, (nv * LANES).min(cols.1 - t0)));
+            t0 += nv * LANES;
+        }
+        // Full-width chunks are read in place; a partial last one is copied, zero-padded.
+        let tail = match chunks.last() {
+            Some(&(t0, nv, n)) if t0 + nv * LANES > pixels => {
+                let width = nv * LANES;
+                let t = grow(tail, k * width);
+                for (kk, row) in t.chunks_exact_mut(width).enumerate() {
+                    row[..n].copy_from_slice(&input[kk * pixels + t0..][..n]);
+                    row[n..].fill(0.0);
+                }
+                Some(&t[..])
+            }
+            _ => None,
+        };
+        // Panels outermost: one panel of weights stays in L1 while the block's columns stream
+        // from L2, and the weights are read once per block.
+        for p in ps.0..ps.1 {
+            let u = &self.weights.u[p * k * MR..][..k * MR];
+            for &(t0, nv, n) in &chunks {
+                let width = nv * LANES;
+                let (v, v_stride) = match tail {
+                    Some(t) if t0 + width > pixels => (t, width),
+                    _ => (&input[t0..], pixels),
+                };
+                gemm::panel(self.isa, k, u, v, v_stride, nv, c, PANEL);
+                let rows = MR.min(self.cout - p * MR);
+                let bias = &self.weights.bias[p * MR..][..rows];
+                let at = p * MR * pixels + t0;
+                store_tile(self.isa, c, bias, n, out, at, pixels, residual, self.act);
+            }
+        }
+    }
+}
+
+/// The epilogue of one kernel call: row `r < bias.len()` of `c` (`n` values) stored at
+/// `out[at + r·pixels..]` as `act(c + bias[r] (+ residual))`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn store_tile_body(
+    c: &[f32],
+    bias: &[f32],
+    n: usize,
+    out: SharedOut,
+    at: usize,
+    pixels: usize,
+    residual: Option<&[f32]>,
+    act: Activation,
+) {
+    for (r, &b) in bias.iter().enumerate() {
+        let at = at + r * pixels;
+        // SAFETY: jobs own disjoint (channel, column range) pairs.
+        let dst = unsafe { out.slice(at, n) };
+        let res = residual.map(|res| &res[at..][..n]);
+        gemm::store_body(dst, &c[r * PANEL..][..n], b, res, act);
+    }
+}
+
+super::multiversion! {
+    /// [`store_tile_body`] compiled for `isa`.
+    fn store_tile(
+        c: &[f32],
+        bias: &[f32],
+        n: usize,
+        out: SharedOut,
+        at: usize,
+        pixels: usize,
+        residual: Option<&[f32]>,
+        act: Activation,
+    ) => store_tile_body
+}
+
+thread_local! {
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = RefCell::default();
+}
+
+fn grow(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if buf.len() < n {
+        buf.resize(n, 0.0);
+    }
+    &mut buf[..n]
+}
+
+impl Op for PointwiseConv {
+    fn name(&self) -> StaticName {
+        "PointwiseConv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{}→{}, residual {}, {:?}, {:?}",
+            self.cin, self.cout, self.residual, self.act, self.isa
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for PointwiseConv {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        ensure!(inputs.len() == 1 + self.residual as usize, "PointwiseConv: wrong input count");
+        let x = &inputs[0];
+        let &[n, c, h, w] = x.shape() else {
+            bail!("PointwiseConv: input is not NCHW: {:?}", x.shape())
+        };
+        ensure!(c == self.cin, "PointwiseConv: {c} input channels for {}", self.cin);
+        let pixels = h * w;
+        let out_shape = [n, self.cout, h, w];
+        let (image_in, image_out) = (c * pixels, self.cout * pixels);
+        let x = x.try_as_plain_ram()?;
+        let x = x.as_slice::<f32>()?;
+        let res_view = inputs.get(1).map(|r| r.try_as_plain_ram()).transpose()?;
+        let res = res_view.as_ref().map(|r| r.as_slice::<f32>()).transpose()?;
+        if let (Some(r), Some(t)) = (res, inputs.get(1)) {
+            ensure!(t.shape() == out_shape && r.len() == n * image_out, "PointwiseConv: residual");
+        }
+        // SAFETY: every value is written by `run_image` before the tensor is read.
+        let mut out = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
+        let mut view = out.try_as_plain_ram_mut()?;
+        let slice = view.as_slice_mut::<f32>()?;
+        for b in 0..n {
+            self.run_image(
+                pixels,
+                &x[b * image_in..][..image_in],
+                res.map(|r| &r[b * image_out..][..image_out]),
+                &mut slice[b * image_out..][..image_out],
+            );
+        }
+        Ok(tvec!(out.into_tvalue()))
+    }
+}
+
+impl TypedOp for PointwiseConv {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let s = &inputs[0].shape;
+        ensure!(s.rank() == 4, "PointwiseConv: input is not NCHW");
+        Ok(tvec!(f32::fact([s[0].clone(), self.cout.to_dim(), s[2].clone(), s[3].clone()])))
+    }
+
+    as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::probe::{with_threads, ConvCase, Pair};
+    use super::*;
+
+    /// Bound on `max |ours - tract| / max |tract|`: the same products summed in another order.
+    const BOUND: f32 = 1e-5;
+
+    fn case(cin: usize, cout: usize, hw: (usize, usize), residual: bool, relu6: bool) -> ConvCase {
+        ConvCase {
+            cin,
+            cout,
+            hw,
+            kernel: 1,
+            stride: 1,
+            pads: [0; 4],
+            residual,
+            relu: relu6 || !residual,
+            relu6,
+            depthwise: false,
+        }
+    }
+
+    #[test]
+    fn matches_tract_on_random_shapes_with_every_isa() {
+        let mut seed = 11u64;
+        let mut pick = |lo: usize, hi: usize| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            lo + (seed >> 33) as usize % (hi - lo + 1)
+        };
+        for case_ix in 0..12 {
+            let c = case(
+                pick(1, 200),
+                pick(1, 70),
+                (pick(1, 23), pick(1, 29)),
+                case_ix % 2 == 1,
+                case_ix % 3 == 0,
+            );
+            for isa in Isa::available() {
+                let pair = Pair::new(&c, case_ix as u64, isa).unwrap();
+                assert_eq!(pair.replaced, 1, "{c:?}");
+                let err = pair.relative_error().unwrap();
+                assert!(err <= BOUND, "{c:?} {isa:?}: relative error {err:e}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_bias_behind_a_cast_is_found_before_declutter() {
+        use tract_onnx::tract_core::ops::cast::cast;
+        use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
+        use tract_onnx::tract_core::ops::nn::DataFormat;
+        let (cin, cout) = (20, 12);
+        let mut m = TypedModel::default();
+        let x = m.add_source("x", f32::fact([1, cin, 5, 6])).unwrap();
+        let w: Vec<f32> = (0..cout * cin).map(|i| ((i * 37 % 23) as f32 - 11.0) / 40.0).collect();
+        let b: Vec<f32> = (0..cout).map(|i| i as f32 / 10.0 - 0.5).collect();
+        let w = m.add_const("w", Tensor::from_shape(&[cout, cin, 1, 1], &w).unwrap()).unwrap();
+        let b = m.add_const("b", Tensor::from_shape(&[cout], &b).unwrap()).unwrap();
+        // As tract-onnx's typed translation leaves it: a cast whose fact is not folded yet.
+        let id = m.add_node("b.cast", cast(f32::datum_type()), tvec![f32::fact([cout])]).unwrap();
+        m.add_edge(b, InletId::new(id, 0)).unwrap();
+        let b = OutletId::new(id, 0);
+        assert!(m.outlet_fact(b).unwrap().konst.is_none());
+        let pool =
+            PoolSpec::new(DataFormat::NCHW, tvec![1, 1], PaddingSpec::Valid, None, None, cin, cout);
+        let conv = Conv::new(pool, KernelFormat::OIHW, 1, None);
+        let y = m.wire_node("conv", conv, &[x, w, b]).unwrap()[0];
+        m.select_output_outlets(&[y]).unwrap();
+        let input: Vec<f32> = (0..cin * 30).map(|i| ((i * 13 % 17) as f32 - 8.0) / 8.0).collect();
+        let input = tvec![Tensor::from_shape(&[1, cin, 5, 6], &input).unwrap().into_tvalue()];
+        let mut ours = m.clone();
+        assert_eq!(super::super::fuse::patch_pointwise(&mut ours, Isa::best()).unwrap(), 1);
+        let run = |m: TypedModel| -> Vec<f32> {
+            let plan = m.into_optimized().unwrap().into_runnable().unwrap();
+            let y = plan.run(input.clone()).unwrap().remove(0);
+            y.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec()
+        };
+        let (want, got) = (run(m), run(ours));
+        let scale = want.iter().fold(0f32, |a, x| a.max(x.abs()));
+        let diff = want.iter().zip(&got).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+        assert!(diff <= BOUND * scale, "difference {diff:e} at scale {scale}");
+    }
+
+    #[test]
+    fn threaded_runs_match_single_threaded() {
+        for c in [case(96, 24, (13, 11), true, false), case(24, 144, (7, 7), false, true)] {
+            let pair = Pair::new(&c, 3, Isa::best()).unwrap();
+            let one = pair.ours.run(pair.inputs.clone()).unwrap().remove(0);
+            let three = with_threads(3, || pair.ours.run(pair.inputs.clone()).unwrap().remove(0));
+            assert_eq!(one, three);
+        }
+    }
+}
