@@ -9,6 +9,7 @@
 
 use super::gemm::{self, LANES, MR};
 use super::parallel::{self, SharedOut};
+use super::scratch::grow;
 use super::{Activation, Isa};
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -242,13 +243,6 @@ super::multiversion! {
 
 thread_local! {
     static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = RefCell::default();
-}
-
-fn grow(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
-    if buf.len() < n {
-        buf.resize(n, 0.0);
-    }
-    &mut buf[..n]
 }
 
 impl Op for Im2colConv {

@@ -23,6 +23,7 @@ pub mod im2col_conv;
 pub(crate) mod parallel;
 pub mod pointwise;
 pub mod probe;
+mod scratch;
 pub(crate) mod winograd;
 pub(crate) mod winograd_transform;
 

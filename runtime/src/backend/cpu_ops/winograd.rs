@@ -13,6 +13,7 @@
 
 use super::gemm::{self, LANES, MR};
 use super::parallel::{self, SharedOut};
+use super::scratch::grow;
 use super::winograd_transform::{input_tiles, output_tiles, Epilogue, Geometry, Scratch};
 use super::Isa;
 use std::cell::RefCell;
@@ -189,13 +190,6 @@ struct JobScratch {
 
 thread_local! {
     static JOB_SCRATCH: RefCell<JobScratch> = RefCell::default();
-}
-
-fn grow(buf: &mut Vec<f32>, n: usize) -> &mut [f32] {
-    if buf.len() < n {
-        buf.resize(n, 0.0);
-    }
-    &mut buf[..n]
 }
 
 /// `G g Gᵀ` of every (output, input) channel pair, in f64, packed as [`Weights::u`].
