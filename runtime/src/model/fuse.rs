@@ -1,0 +1,298 @@
+//! Multi-head fusion: heads run on the device whose first layers are matrix products (`Gemm`,
+//! or `MatMul` + a constant bias, with an activation) reading the same trunk tensor run those
+//! layers as one GEMM over their stacked weights; each head takes its column range, applies
+//! its own activation, then runs the rest of its nodes.
+//!
+//! Planned once per layout (a swapped or added head makes a new layout, so the weights are
+//! stacked anew and a run sees the old heads or the new ones, never a mix); which groups fuse
+//! for one run is [`fused_groups`]: those all of whose heads the run asks for.
+
+#![cfg_attr(not(feature = "cuda"), allow(dead_code))]
+
+use super::layout::GpuSlot;
+use crate::backend::cuda::consts::constants;
+use crate::backend::cuda::fusion::{plan, shared_first_layers, Act, FirstLayer, Step};
+use crate::backend::cuda::ir::SegmentIr;
+use crate::graph::split::boundary;
+use crate::graph::OnnxGraph;
+use std::ops::Range;
+use std::sync::Arc;
+
+/// A head's first layer as one matrix product `act(x · wᵀ + bias)`, its weights normalised.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FirstGemm {
+    /// The trunk tensor it reads.
+    pub input: String,
+    /// `in_features`.
+    pub k: usize,
+    /// `out_features`.
+    pub n: usize,
+    /// `[n, k]` row-major, Gemm's `alpha` applied.
+    pub weight: Vec<f32>,
+    /// `n` values, Gemm's `beta` applied (zeros when the layer has none).
+    pub bias: Vec<f32>,
+    /// The activation fused after it.
+    pub act: Act,
+    /// The tensor it produces (after the activation).
+    pub output: String,
+    /// The head's graph nodes left to run after it.
+    pub rest: Vec<usize>,
+}
+
+/// The first layer of the head made of `nodes` of `graph` (handing out `outputs`) when it is a
+/// matrix product with constant weights reading `input`; `None` otherwise.
+pub(crate) fn first_gemm(
+    graph: &OnnxGraph,
+    nodes: &[usize],
+    outputs: &[String],
+    input: &str,
+) -> Option<FirstGemm> {
+    let ir = SegmentIr::from_graph(graph, nodes, outputs);
+    // `SegmentIr::from_graph` leaves out constant nodes: its node i is graph node `live[i]`.
+    let live: Vec<usize> = nodes.iter().copied().filter(|&n| !graph.const_node[n]).collect();
+    let steps = plan(&ir);
+    let (gemm, bias_add, act, taken, output) = steps.iter().find_map(|s| match s {
+        Step::Gemm { gemm, bias_add, act, nodes, output }
+            if ir.nodes[*gemm].inputs.first().map(String::as_str) == Some(input) =>
+        {
+            Some((*gemm, *bias_add, *act, nodes, output))
+        }
+        _ => None,
+    })?;
+    let node = &ir.nodes[gemm];
+    let is_gemm = node.op == "Gemm";
+    if is_gemm && node.int("transA", 0) != 0 {
+        return None;
+    }
+    let w_name = node.inputs.get(1)?;
+    let b_name = match bias_add {
+        Some(a) => {
+            let made = &node.outputs[0];
+            ir.nodes[a].inputs.iter().find(|i| *i != made && ir.constants.contains(*i)).cloned()
+        }
+        None => node.inputs.get(2).filter(|b| !b.is_empty()).cloned(),
+    };
+    // A weight written as `Transpose` of a constant (as set-in heads write `x·Wᵀ`) is read
+    // from that constant, transposed.
+    let all = graph.nodes();
+    let transposed = graph.producer.get(w_name).map(|&p| &all[p]).filter(|t| {
+        let perm = t.attribute.iter().find(|a| a.name == "perm").map(|a| a.ints.as_slice());
+        t.op_type == "Transpose" && t.input.len() == 1 && matches!(perm, None | Some(&[1, 0]))
+    });
+    let w_name = transposed.map_or(w_name, |t| &t.input[0]);
+    let mut names = vec![w_name.as_str()];
+    names.extend(b_name.as_deref());
+    let consts = constants(graph, &names).ok()?;
+    let w = consts.get(w_name)?;
+    // Stored `[n, k]` (Gemm's transB, or a transposed `[n, k]` constant) or `[k, n]`.
+    let trans_b = (is_gemm && node.int("transB", 0) != 0) != transposed.is_some();
+    let (n, k) = match (w.shape.as_slice(), trans_b) {
+        (&[n, k], true) | (&[k, n], false) => (n, k),
+        _ => return None,
+    };
+    let alpha = if is_gemm { node.float("alpha", 1.0) } else { 1.0 };
+    let beta = if is_gemm { node.float("beta", 1.0) } else { 1.0 };
+    let values = w.f32s();
+    let mut weight = vec![0f32; n * k];
+    for j in 0..n {
+        for i in 0..k {
+            let v = if trans_b { values[j * k + i] } else { values[i * n + j] };
+            weight[j * k + i] = alpha * v;
+        }
+    }
+    let bias = match &b_name {
+        None => vec![0.0; n],
+        Some(b) => {
+            let b = consts.get(b)?.f32s();
+            match b.len() {
+                l if l == n => b.iter().map(|v| beta * v).collect(),
+                1 => vec![beta * b[0]; n],
+                _ => return None,
+            }
+        }
+    };
+    let taken: Vec<usize> = taken.iter().map(|&i| live[i]).collect();
+    let left: Vec<usize> = nodes.iter().copied().filter(|n| !taken.contains(n)).collect();
+    // Constant nodes stay only when a node left reads them.
+    let read_by_left = |c: usize| {
+        all[c].output.iter().any(|o| {
+            left.iter().any(|&n| !graph.const_node[n] && all[n].input.iter().any(|i| i == o))
+        })
+    };
+    let rest: Vec<usize> =
+        left.iter().copied().filter(|&n| !graph.const_node[n] || read_by_left(n)).collect();
+    let computes = rest.iter().any(|&n| !graph.const_node[n]);
+    if !computes && outputs != std::slice::from_ref(output) {
+        return None;
+    }
+    let rest = if computes { rest } else { Vec::new() };
+    Some(FirstGemm {
+        input: input.to_string(),
+        k,
+        n,
+        weight,
+        bias,
+        act,
+        output: output.clone(),
+        rest,
+    })
+}
+
+/// One head of a stacked GEMM.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FusedHead {
+    /// The head (index into the layout's heads).
+    pub head: usize,
+    /// Its columns of the stacked product.
+    pub cols: Range<usize>,
+    /// Its first layer's activation, applied to its columns.
+    pub act: Act,
+    /// The tensor its first layer produces.
+    pub output: String,
+    /// Its graph nodes left to run (none when the first layer is the whole head).
+    pub rest: Vec<usize>,
+}
+
+/// First layers of several heads stacked into one GEMM `x · wᵀ + bias`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StackedGemm {
+    /// The trunk tensor they read.
+    pub input: String,
+    /// `in_features`.
+    pub k: usize,
+    /// `[sum of out_features, k]` row-major.
+    pub weight: Vec<f32>,
+    /// Sum of out_features values.
+    pub bias: Vec<f32>,
+    /// The heads, in column order.
+    pub heads: Vec<FusedHead>,
+}
+
+impl StackedGemm {
+    /// Columns of the stacked product.
+    pub fn n(&self) -> usize {
+        self.bias.len()
+    }
+}
+
+/// Stacks the first layers `firsts` (head index, layer) that can share one GEMM (same tensor,
+/// same `in_features`, two heads or more), grouped by [`shared_first_layers`].
+pub(crate) fn stack(firsts: &[(usize, FirstGemm)]) -> Vec<StackedGemm> {
+    let planned: Vec<FirstLayer> = firsts
+        .iter()
+        .map(|(h, f)| FirstLayer {
+            head: h.to_string(),
+            input: f.input.clone(),
+            linear: Some((f.k, f.n)),
+        })
+        .collect();
+    shared_first_layers(&planned)
+        .into_iter()
+        .map(|g| {
+            let mut s = StackedGemm {
+                input: g.input,
+                k: g.k,
+                weight: Vec::new(),
+                bias: Vec::new(),
+                heads: Vec::new(),
+            };
+            for (name, cols) in g.heads {
+                let Some((h, f)) = firsts.iter().find(|(h, _)| h.to_string() == name) else {
+                    continue;
+                };
+                s.weight.extend_from_slice(&f.weight);
+                s.bias.extend_from_slice(&f.bias);
+                s.heads.push(FusedHead {
+                    head: *h,
+                    cols,
+                    act: f.act,
+                    output: f.output.clone(),
+                    rest: f.rest.clone(),
+                });
+            }
+            s
+        })
+        .collect()
+}
+
+/// The groups (indices into `groups`) that run fused in a run of heads `requested`: those all
+/// of whose heads are asked for. The others' heads run separately.
+pub(crate) fn fused_groups(groups: &[StackedGemm], requested: &[usize]) -> Vec<usize> {
+    (0..groups.len())
+        .filter(|&g| groups[g].heads.iter().all(|h| requested.contains(&h.head)))
+        .collect()
+}
+
+/// A stacked GEMM of a layout with its device state: the uploaded weights, and per head the
+/// graph its remaining nodes belong to and their segment.
+pub(crate) struct FusedGroup {
+    /// The plan.
+    pub gemm: StackedGemm,
+    /// The device's stacked weights.
+    pub gpu: GpuSlot,
+    /// Per head (in `gemm.heads` order): the graph of its nodes (`None`: the model's) and the
+    /// segment of the rest.
+    pub rest: Vec<(Option<Arc<OnnxGraph>>, GpuSlot)>,
+}
+
+impl FusedGroup {
+    /// The graph of head `i`'s nodes, `model` when they are the model's own.
+    pub fn graph<'a>(&'a self, i: usize, model: &'a OnnxGraph) -> &'a OnnxGraph {
+        self.rest[i].0.as_deref().unwrap_or(model)
+    }
+
+    /// The inputs of head `i`'s remaining nodes.
+    pub fn rest_inputs(&self, i: usize, model: &OnnxGraph) -> Vec<String> {
+        boundary(self.graph(i, model), &self.gemm.heads[i].rest).0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn first(input: &str, k: usize, n: usize, seed: f32, act: Act) -> FirstGemm {
+        FirstGemm {
+            input: input.into(),
+            k,
+            n,
+            weight: (0..n * k).map(|i| seed + i as f32).collect(),
+            bias: (0..n).map(|i| -seed - i as f32).collect(),
+            act,
+            output: format!("out{seed}"),
+            rest: vec![seed as usize],
+        }
+    }
+
+    #[test]
+    fn weights_stack_in_head_order_with_column_ranges() {
+        let a = first("f", 2, 3, 1.0, Act::None);
+        let b = first("f", 2, 2, 100.0, Act::Relu);
+        let c = first("mid", 2, 1, 7.0, Act::None);
+        let d = first("f", 5, 1, 9.0, Act::None);
+        let groups = stack(&[(0, a.clone()), (2, c), (1, b.clone()), (3, d)]);
+        assert_eq!(groups.len(), 1, "mid has one head and k=5 another group of one");
+        let g = &groups[0];
+        assert_eq!((g.input.as_str(), g.k, g.n()), ("f", 2, 5));
+        assert_eq!(g.weight, [a.weight.clone(), b.weight.clone()].concat());
+        assert_eq!(g.bias, [a.bias.clone(), b.bias.clone()].concat());
+        let heads: Vec<(usize, Range<usize>, Act)> =
+            g.heads.iter().map(|h| (h.head, h.cols.clone(), h.act)).collect();
+        assert_eq!(heads, vec![(0, 0..3, Act::None), (1, 3..5, Act::Relu)]);
+        assert_eq!(g.heads[1].output, b.output);
+        assert_eq!(g.heads[1].rest, b.rest);
+    }
+
+    #[test]
+    fn a_group_fuses_only_when_the_run_asks_for_all_its_heads() {
+        let f = |s| first("f", 2, 2, s, Act::None);
+        let m = |s| first("m", 2, 2, s, Act::None);
+        let groups = stack(&[(0, f(1.0)), (1, f(2.0)), (2, m(3.0)), (3, m(4.0)), (4, f(5.0))]);
+        assert_eq!(groups.len(), 2);
+        assert_eq!(fused_groups(&groups, &[0, 1, 2, 3, 4]), vec![0, 1]);
+        assert_eq!(fused_groups(&groups, &[4, 1, 0, 3]), vec![0]);
+        assert_eq!(fused_groups(&groups, &[2, 3]), vec![1]);
+        assert!(fused_groups(&groups, &[0, 1, 2]).is_empty());
+        assert!(fused_groups(&groups, &[]).is_empty());
+    }
+}
