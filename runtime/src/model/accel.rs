@@ -3,7 +3,7 @@
 //! A tensor moves between host and device only when a part on the other side reads it, at most
 //! once each way per run. The device is the [`Accel`] trait: CUDA in `gpu.rs` (feature `cuda`),
 //! and in this file's tests a host stand-in that counts every crossing, so the routing logic is
-//! tested in every build.
+//! tested in every build. Device heads sharing a first-layer GEMM (`fuse.rs`) run it once.
 //!
 //! [`route`]: super::route
 
