@@ -450,7 +450,19 @@ mod tests {
         x: &crate::Tensor,
         heads: &[usize],
     ) -> Result<Vec<(String, TValue)>> {
-        let env = m.check_inputs(&[("image", x)])?;
+        run_named(m, layout, accel, routes, &[("image", x)], heads)
+    }
+
+    /// [`run_on`] with the model's inputs named.
+    fn run_named(
+        m: &Model,
+        layout: &Layout,
+        accel: &HostAccel,
+        routes: &Routes,
+        inputs: &[(&str, &crate::Tensor)],
+        heads: &[usize],
+    ) -> Result<Vec<(String, TValue)>> {
+        let env = m.check_inputs(inputs)?;
         let mut values = Values::new(accel, env);
         m.accel_trunk(layout, routes, &mut values, heads)?;
         m.accel_heads(layout, routes, &mut values, heads)
@@ -652,5 +664,34 @@ mod tests {
         let got = run_on(&m, &old_layout, &accel, &old_routes, &x, &[0, 1, 2]).unwrap();
         assert_same(&got, &before);
         assert_eq!(accel.stacks.lock().unwrap().len(), 2, "the old stack is kept with its layout");
+    }
+
+    #[test]
+    fn three_heads_on_one_tensor_share_one_gemm() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/digits.onnx");
+        let m = Model::load(path, LoadOptions::new().device(Device::Cpu).threads(2)).unwrap();
+        let layout = m.layout();
+        let spec = &m.inputs()[0];
+        let shape: Vec<usize> = spec
+            .shape
+            .iter()
+            .map(|d| match d {
+                crate::Dim::Fixed(n) => *n,
+                crate::Dim::Symbolic(_) => 4,
+            })
+            .collect();
+        let n: usize = shape.iter().product();
+        // Inputs of the size of the digits fixture's (0..1): logits within a few units.
+        let v: Vec<f32> = (0..n).map(|i| ((i * 37) % 17) as f32 / 16.0).collect();
+        let x = crate::Tensor::new(&shape, v).unwrap();
+        let inputs = [(spec.name.as_str(), &x)];
+        let accel = HostAccel::default();
+        let heads: Vec<usize> = (0..layout.heads.len()).collect();
+        let got = run_named(&m, &layout, &accel, &all_on(&m, &layout), &inputs, &heads).unwrap();
+        assert_same(&got, &m.run(&inputs, &[]).unwrap());
+        assert_eq!(*accel.stacked_runs.lock().unwrap(), vec!["0,1,2".to_string()]);
+        let cols: Vec<_> =
+            layout.fused.get().unwrap()[0].gemm.heads.iter().map(|h| h.cols.clone()).collect();
+        assert_eq!(cols, vec![0..10, 10..12, 12..14], "digit, parity, ge5");
     }
 }

@@ -250,6 +250,121 @@ impl FusedGroup {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::build::tensor_proto;
+    use crate::Tensor;
+    use tract_onnx::pb;
+    use tract_onnx::pb::attribute_proto::AttributeType;
+
+    fn node(
+        op: &str,
+        inputs: &[&str],
+        output: &str,
+        attrs: Vec<pb::AttributeProto>,
+    ) -> pb::NodeProto {
+        pb::NodeProto {
+            name: format!("{op}_{output}"),
+            op_type: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.to_string()],
+            attribute: attrs,
+            ..Default::default()
+        }
+    }
+
+    fn attr_i(name: &str, i: i64) -> pb::AttributeProto {
+        pb::AttributeProto {
+            name: name.into(),
+            r#type: AttributeType::Int as i32,
+            i,
+            ..Default::default()
+        }
+    }
+
+    fn attr_f(name: &str, f: f32) -> pb::AttributeProto {
+        pb::AttributeProto {
+            name: name.into(),
+            r#type: AttributeType::Float as i32,
+            f,
+            ..Default::default()
+        }
+    }
+
+    /// A graph reading `x` `[2, 3]` through `nodes`, with initializers `w` and `b`.
+    fn graph(nodes: Vec<pb::NodeProto>, w: Tensor, b: Tensor, output: &str) -> OnnxGraph {
+        let f32_input = |n: &str| pb::ValueInfoProto {
+            name: n.into(),
+            r#type: Some(pb::TypeProto {
+                denotation: String::new(),
+                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                    elem_type: 1,
+                    shape: None,
+                })),
+            }),
+            ..Default::default()
+        };
+        let proto = pb::ModelProto {
+            ir_version: 8,
+            opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 17 }],
+            graph: Some(pb::GraphProto {
+                name: "g".into(),
+                node: nodes,
+                initializer: vec![tensor_proto("w", &w).unwrap(), tensor_proto("b", &b).unwrap()],
+                input: vec![f32_input("x")],
+                output: vec![pb::ValueInfoProto { name: output.into(), ..Default::default() }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        OnnxGraph::from_proto(proto, None).unwrap()
+    }
+
+    fn all(g: &OnnxGraph) -> Vec<usize> {
+        (0..g.nodes().len()).collect()
+    }
+
+    #[test]
+    fn matmul_weights_k_by_n_are_read_transposed_with_the_bias_and_activation() {
+        // w [k=3, n=2]: row-major [[1, 2], [3, 4], [5, 6]].
+        let w = Tensor::new::<f32>(&[3, 2], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        let b = Tensor::new::<f32>(&[2], vec![0.5, -0.5]).unwrap();
+        let g = graph(
+            vec![
+                node("MatMul", &["x", "w"], "m", vec![]),
+                node("Add", &["m", "b"], "y", vec![]),
+                node("Relu", &["y"], "r", vec![]),
+                node("Neg", &["r"], "out", vec![]),
+            ],
+            w,
+            b,
+            "out",
+        );
+        let f = first_gemm(&g, &all(&g), &["out".to_string()], "x").unwrap();
+        assert_eq!((f.k, f.n, f.act, f.output.as_str()), (3, 2, Act::Relu, "r"));
+        assert_eq!(f.weight, vec![1.0, 3.0, 5.0, 2.0, 4.0, 6.0], "[n, k]");
+        assert_eq!(f.bias, vec![0.5, -0.5]);
+        assert_eq!(f.rest, vec![3], "the Neg is left");
+        assert!(first_gemm(&g, &all(&g), &["out".to_string()], "m").is_none(), "reads x, not m");
+    }
+
+    #[test]
+    fn gemm_alpha_beta_and_trans_b_are_folded_and_trans_a_is_refused() {
+        // w [k=2, n=2] without transB; alpha 2, beta 0.5; the Gemm is the whole head.
+        let w = Tensor::new::<f32>(&[2, 2], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+        let b = Tensor::new::<f32>(&[2], vec![4.0, 8.0]).unwrap();
+        let gemm = |attrs| {
+            graph(vec![node("Gemm", &["x", "w", "b"], "y", attrs)], w.clone(), b.clone(), "y")
+        };
+        let g = gemm(vec![attr_f("alpha", 2.0), attr_f("beta", 0.5)]);
+        let f = first_gemm(&g, &all(&g), &["y".to_string()], "x").unwrap();
+        assert_eq!(f.weight, vec![2.0, 6.0, 4.0, 8.0]);
+        assert_eq!(f.bias, vec![2.0, 4.0]);
+        assert!(f.rest.is_empty());
+        let g = gemm(vec![attr_i("transB", 1)]);
+        let f = first_gemm(&g, &all(&g), &["y".to_string()], "x").unwrap();
+        assert_eq!(f.weight, vec![1.0, 2.0, 3.0, 4.0], "stored [n, k] already");
+        let g = gemm(vec![attr_i("transA", 1)]);
+        assert!(first_gemm(&g, &all(&g), &["y".to_string()], "x").is_none());
+    }
 
     fn first(input: &str, k: usize, n: usize, seed: f32, act: Act) -> FirstGemm {
         FirstGemm {
