@@ -189,9 +189,9 @@ impl Model {
         heads: &[usize],
     ) -> Result<HashMap<usize, (&'l FusedGroup, usize)>> {
         let groups = layout.fused.get_or_init(|| self.plan_shared_gemms(layout, routes));
-        let plans: Vec<StackedGemm> = groups.iter().map(|g| g.gemm.clone()).collect();
         let mut fused = HashMap::new();
-        for g in fused_groups(&plans, heads).into_iter().map(|g| &groups[g]) {
+        let chosen = fused_groups(groups.iter().map(|g| &g.gemm), heads);
+        for g in chosen.into_iter().map(|g| &groups[g]) {
             let names: Vec<&str> =
                 g.gemm.heads.iter().map(|h| layout.heads[h.head].part.name.as_str()).collect();
             let named = |e| part_error(&format!("first layer of heads {}", names.join(",")), e);

@@ -217,10 +217,12 @@ pub(crate) fn stack(firsts: &[(usize, FirstGemm)]) -> Vec<StackedGemm> {
 
 /// The groups (indices into `groups`) that run fused in a run of heads `requested`: those all
 /// of whose heads are asked for. The others' heads run separately.
-pub(crate) fn fused_groups(groups: &[StackedGemm], requested: &[usize]) -> Vec<usize> {
-    (0..groups.len())
-        .filter(|&g| groups[g].heads.iter().all(|h| requested.contains(&h.head)))
-        .collect()
+pub(crate) fn fused_groups<'a>(
+    groups: impl IntoIterator<Item = &'a StackedGemm>,
+    requested: &[usize],
+) -> Vec<usize> {
+    let all_asked = |g: &StackedGemm| g.heads.iter().all(|h| requested.contains(&h.head));
+    groups.into_iter().enumerate().filter(|(_, g)| all_asked(g)).map(|(i, _)| i).collect()
 }
 
 /// A stacked GEMM of a layout with its device state: the uploaded weights, and per head the
