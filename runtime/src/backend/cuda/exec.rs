@@ -319,6 +319,9 @@ impl GpuContext {
             *last = cols.len();
         }
         let y = self.zeros(&shape, x.storage)?;
+        if y.is_empty() {
+            return Ok(y);
+        }
         let (code, alpha) = act.code();
         let f = self.typed("columns_act", x.storage)?;
         let l = geometry::elementwise((rows as u64) * cols.len() as u64, &self.limits)?;
