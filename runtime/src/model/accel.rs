@@ -188,9 +188,10 @@ impl Model {
         values: &mut Values<'_, A>,
         heads: &[usize],
     ) -> Result<HashMap<usize, (&'l FusedGroup, usize)>> {
-        let groups = layout.fused.get_or_init(|| self.plan_shared_gemms(layout, routes));
+        let groups = layout.fused.get_or_init(|| self.plan_shared_gemms(layout));
         let mut fused = HashMap::new();
-        let chosen = fused_groups(groups.iter().map(|g| &g.gemm), heads);
+        let on_device = |h: usize| routes.heads[h].backend == Backend::Cuda;
+        let chosen = fused_groups(groups.iter().map(|g| &g.gemm), heads, on_device);
         for g in chosen.into_iter().map(|g| &groups[g]) {
             let names: Vec<&str> =
                 g.gemm.heads.iter().map(|h| layout.heads[h.head].part.name.as_str()).collect();
@@ -210,14 +211,12 @@ impl Model {
         Ok(fused)
     }
 
-    /// The shared first-layer GEMMs of the device heads of `layout`.
-    fn plan_shared_gemms(&self, layout: &Layout, routes: &Routes) -> Vec<FusedGroup> {
+    /// The shared first-layer GEMMs of the heads of `layout` (whichever device they run on:
+    /// a run fuses only the groups whose heads are all on the device).
+    fn plan_shared_gemms(&self, layout: &Layout) -> Vec<FusedGroup> {
         let mut graphs: HashMap<usize, Option<Arc<OnnxGraph>>> = HashMap::new();
         let mut firsts = Vec::new();
         for (h, slot) in layout.heads.iter().enumerate() {
-            if routes.heads[h].backend != Backend::Cuda {
-                continue;
-            }
             let Some((graph, nodes)) = self.head_graph(slot) else { continue };
             let Some(seg) = &slot.segment else { continue };
             let g = graph.as_deref().unwrap_or(&self.graph);
@@ -510,6 +509,9 @@ mod tests {
             for (bit, head) in [(2, "cls"), (3, "box"), (4, "seg")] {
                 assert_eq!(downs.contains(&head.to_string()), on(bit), "{mask:05b} {downs:?}");
             }
+            // cls and box share their first GEMM exactly when both run on the device.
+            let shared = !accel.stacked_runs.lock().unwrap().is_empty();
+            assert_eq!(shared, on(2) && on(3), "mask {mask:05b}");
             if mask == 0 {
                 assert!(
                     ups.is_empty() && downs.is_empty() && accel.builds.lock().unwrap().is_empty()
@@ -639,7 +641,7 @@ mod tests {
         let got = run(&m, &accel, &r, &x, &[0, 1, 2]).unwrap();
         assert_same(&got, &m.run(&[("image", &x)], &[]).unwrap());
         assert!(accel.stacks.lock().unwrap().is_empty());
-        assert!(layout.fused.get().unwrap().is_empty());
+        assert!(accel.stacked_runs.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -3,9 +3,10 @@
 //! layers as one GEMM over their stacked weights; each head takes its column range, applies
 //! its own activation, then runs the rest of its nodes.
 //!
-//! Planned once per layout (a swapped or added head makes a new layout, so the weights are
-//! stacked anew and a run sees the old heads or the new ones, never a mix); which groups fuse
-//! for one run is [`fused_groups`]: those all of whose heads the run asks for.
+//! Planned once per layout over all its heads (a swapped or added head makes a new layout, so
+//! the weights are stacked anew and a run sees the old heads or the new ones, never a mix);
+//! which groups fuse for one run is [`fused_groups`]: those all of whose heads the run asks for
+//! and routes to the device.
 
 #![cfg_attr(not(feature = "cuda"), allow(dead_code))]
 
@@ -216,13 +217,15 @@ pub(crate) fn stack(firsts: &[(usize, FirstGemm)]) -> Vec<StackedGemm> {
 }
 
 /// The groups (indices into `groups`) that run fused in a run of heads `requested`: those all
-/// of whose heads are asked for. The others' heads run separately.
+/// of whose heads are asked for and run on the device. The others' heads run separately.
 pub(crate) fn fused_groups<'a>(
     groups: impl IntoIterator<Item = &'a StackedGemm>,
     requested: &[usize],
+    on_device: impl Fn(usize) -> bool,
 ) -> Vec<usize> {
-    let all_asked = |g: &StackedGemm| g.heads.iter().all(|h| requested.contains(&h.head));
-    groups.into_iter().enumerate().filter(|(_, g)| all_asked(g)).map(|(i, _)| i).collect()
+    let fuses =
+        |g: &StackedGemm| g.heads.iter().all(|h| requested.contains(&h.head) && on_device(h.head));
+    groups.into_iter().enumerate().filter(|(_, g)| fuses(g)).map(|(i, _)| i).collect()
 }
 
 /// A stacked GEMM of a layout with its device state: the uploaded weights, and per head the
@@ -406,10 +409,14 @@ mod tests {
         let m = |s| first("m", 2, 2, s, Act::None);
         let groups = stack(&[(0, f(1.0)), (1, f(2.0)), (2, m(3.0)), (3, m(4.0)), (4, f(5.0))]);
         assert_eq!(groups.len(), 2);
-        assert_eq!(fused_groups(&groups, &[0, 1, 2, 3, 4]), vec![0, 1]);
-        assert_eq!(fused_groups(&groups, &[4, 1, 0, 3]), vec![0]);
-        assert_eq!(fused_groups(&groups, &[2, 3]), vec![1]);
-        assert!(fused_groups(&groups, &[0, 1, 2]).is_empty());
-        assert!(fused_groups(&groups, &[]).is_empty());
+        let device = |_| true;
+        assert_eq!(fused_groups(&groups, &[0, 1, 2, 3, 4], device), vec![0, 1]);
+        assert_eq!(fused_groups(&groups, &[4, 1, 0, 3], device), vec![0]);
+        assert_eq!(fused_groups(&groups, &[2, 3], device), vec![1]);
+        assert!(fused_groups(&groups, &[0, 1, 2], device).is_empty());
+        assert!(fused_groups(&groups, &[], device).is_empty());
+        // A head of the group on the CPU: that group's heads run separately.
+        assert_eq!(fused_groups(&groups, &[0, 1, 2, 3, 4], |h| h != 4), vec![1]);
+        assert!(fused_groups(&groups, &[0, 1, 2, 3, 4], |h| h == 0).is_empty());
     }
 }
