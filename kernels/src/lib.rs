@@ -96,7 +96,14 @@ pub const MODULES: &[Module] = &[
     Module {
         name: "tensor",
         body: include_str!("tensor.cu"),
-        typed: &["concat_copy", "resize_nearest", "resize_bilinear", "add_act", "bias_act_rows"],
+        typed: &[
+            "concat_copy",
+            "resize_nearest",
+            "resize_bilinear",
+            "add_act",
+            "bias_act_rows",
+            "columns_act",
+        ],
         plain: &[
             "convert_f32_to_f16",
             "convert_f16_to_f32",

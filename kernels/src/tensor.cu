@@ -77,6 +77,18 @@ __device__ void bias_act_rows(T* y, const float* bias, long long rows, int cols,
     }
 }
 
+// y[r, j] = act(x[r, offset + j]): columns offset..offset+y_cols of rows of x_cols (one head's
+// share of a stacked GEMM).
+template <typename T>
+__device__ void columns_act(const T* x, T* y, long long rows, int x_cols, int y_cols, int offset,
+                            int act, float alpha) {
+    HY_GRID_STRIDE(i, rows * y_cols) {
+        long long r = i / y_cols;
+        int j = (int)(i % y_cols);
+        hy_st(y, i, hy_activate(hy_ld(x, r * x_cols + offset + j), act, alpha));
+    }
+}
+
 #define HY_TENSOR(T, sfx)                                                                        \
     extern "C" __global__ void concat_copy_##sfx(const T* src, T* dst, long long outer,          \
                                                  long long src_inner, long long dst_inner,       \
@@ -98,6 +110,10 @@ __device__ void bias_act_rows(T* y, const float* bias, long long rows, int cols,
     extern "C" __global__ void bias_act_rows_##sfx(T* y, const float* bias, long long rows,     \
                                                    int cols, int act, float alpha) {             \
         bias_act_rows<T>(y, bias, rows, cols, act, alpha);                                       \
+    }                                                                                            \
+    extern "C" __global__ void columns_act_##sfx(const T* x, T* y, long long rows, int x_cols,  \
+                                                 int y_cols, int offset, int act, float alpha) { \
+        columns_act<T>(x, y, rows, x_cols, y_cols, offset, act, alpha);                          \
     }
 HY_TYPED(HY_TENSOR)
 

@@ -1,7 +1,8 @@
 //! Model runs routed to the GPU (feature `cuda`; needs a CUDA device, run by
 //! scripts/gpu_check.sh): every fixture model loaded on `cuda` in f32, f16 and bf16 against the
 //! same model on the CPU, all heads, at batch 1 and 2, through `run` and through `trunk` then
-//! `heads`; heads swapped and added on the GPU model; runs from several threads at once.
+//! `heads`; heads swapped and added on the GPU model; runs from several threads at once; heads
+//! sharing their first GEMM against the same heads run alone.
 //! f32 within 1e-4 relative to the largest CPU value, f16 and bf16 within 1e-2, both models fed
 //! the same inputs rounded to the storage type.
 
@@ -229,4 +230,38 @@ fn a_gpu_model_runs_from_several_threads_at_once() {
             });
         }
     });
+}
+
+/// Largest |a - b| of two f32 outputs.
+fn max_abs(got: &Tensor, want: &Tensor) -> f32 {
+    let (g, w) = (got.to_f32(), want.to_f32());
+    let (g, w) = (g.as_slice::<f32>().unwrap(), w.as_slice::<f32>().unwrap());
+    assert_eq!(g.len(), w.len(), "lengths");
+    g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn heads_reading_one_tensor_share_their_first_gemm_and_match_separate_runs() {
+    // hydranet's cls and box both begin with a Linear on the pooled features: asked for
+    // together they run it as one stacked GEMM, asked for alone each runs its own.
+    let path = fixtures_dir().join("hydranet.onnx");
+    let gpu = Model::load(&path, LoadOptions::new().device(cuda())).unwrap();
+    let check = |what: &str| {
+        for batch in [1, 3] {
+            let owned = inputs(&gpu, batch, Precision::F32, 40 + batch as u64);
+            let x = refs(&owned);
+            let fused = gpu.run(&x, &["cls", "box"]).unwrap();
+            for head in ["cls", "box"] {
+                let alone = gpu.run(&x, &[head]).unwrap();
+                let e = max_abs(fused.get(head).unwrap(), alone.get(head).unwrap());
+                println!("{what} batch {batch} {head}: fused vs alone {e:.2e}");
+                assert!(e <= 1e-5, "{what} batch {batch} {head}: fused vs alone {e}");
+            }
+        }
+    };
+    check("file heads");
+    // A swapped box is stacked anew with cls.
+    let old = gpu.trainable_head("box").unwrap();
+    gpu.swap_head("box", &Head::init(old.spec().clone(), Init::XavierUniform, 5).unwrap()).unwrap();
+    check("swapped box");
 }

@@ -2,15 +2,19 @@
 //! [`GpuSegment`]s, each taking the device's turn (one stream and cuBLAS handle per device).
 
 use super::accel::Accel;
+use super::fuse::StackedGemm;
 use super::layout::Layout;
 use super::route::Backend;
 use super::{Device, Model, Precision};
 use crate::backend::cuda::context::GpuContext;
 use crate::backend::cuda::exec::{GpuSegment, GpuTensor, Storage};
+use crate::backend::cuda::fusion::Act;
 use crate::backend::device::Choice;
 use crate::error::{Error, Result};
 use crate::graph::OnnxGraph;
+use cudarc::driver::CudaSlice;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 use tract_onnx::prelude::{IntoTValue, TValue, Tensor as TractTensor};
 
@@ -40,6 +44,14 @@ pub(super) fn open(choice: Choice, requested: Device) -> Result<(Choice, Option<
 pub(super) struct CudaAccel<'a> {
     gpu: &'a GpuContext,
     storage: Storage,
+}
+
+/// A stacked first-layer GEMM on the device: weights `[sum of out_features, in_features]` in the
+/// model's storage type, f32 bias, and each head's columns and activation.
+pub(super) struct GpuStacked {
+    weight: GpuTensor,
+    bias: CudaSlice<f32>,
+    heads: Vec<(Range<usize>, Act)>,
 }
 
 impl Accel for CudaAccel<'_> {
@@ -79,6 +91,29 @@ impl Accel for CudaAccel<'_> {
         let _turn = self.gpu.turn();
         let outs = seg.run_shared(self.gpu, inputs)?;
         // Launch failures surface here, named after the part, not at a later download.
+        self.gpu.synchronize()?;
+        Ok(outs)
+    }
+
+    type Stacked = GpuStacked;
+
+    fn stack(&self, gemm: &StackedGemm) -> Result<Option<GpuStacked>> {
+        let _turn = self.gpu.turn();
+        let weight = self.gpu.upload(&[gemm.n(), gemm.k], &gemm.weight, self.storage)?;
+        let bias = self.gpu.upload_f32(&gemm.bias)?;
+        let heads = gemm.heads.iter().map(|h| (h.cols.clone(), h.act)).collect();
+        Ok(Some(GpuStacked { weight, bias, heads }))
+    }
+
+    fn run_stacked(&self, s: &GpuStacked, x: &GpuTensor) -> Result<Vec<GpuTensor>> {
+        let _turn = self.gpu.turn();
+        // One product for every head, bias added; then each head's columns, its activation.
+        let y = self.gpu.gemm(x, &s.weight, true, Some(&s.bias), Act::None)?;
+        let outs = s
+            .heads
+            .iter()
+            .map(|(cols, act)| self.gpu.columns_act(&y, cols.clone(), *act))
+            .collect::<Result<Vec<_>>>()?;
         self.gpu.synchronize()?;
         Ok(outs)
     }

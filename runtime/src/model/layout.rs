@@ -64,6 +64,9 @@ pub(crate) struct Layout {
     pub own_ops: bool,
     /// Where each part runs (decided on first use).
     pub routes: OnceLock<Routes>,
+    /// Heads on the device whose first layers run as one GEMM (planned on first use).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub fused: OnceLock<Vec<super::fuse::FusedGroup>>,
 }
 
 /// For each graph node, the original heads (indices into the file's split) that need it as trunk.
@@ -123,7 +126,14 @@ impl Layout {
                 gpu: Arc::default(),
             })
             .collect();
-        Layout { trunk, heads, rows_valid: OnceLock::new(), own_ops, routes: OnceLock::new() }
+        Layout {
+            trunk,
+            heads,
+            rows_valid: OnceLock::new(),
+            own_ops,
+            routes: OnceLock::new(),
+            fused: OnceLock::new(),
+        }
     }
 
     /// The split as the public API shows it.
@@ -221,6 +231,7 @@ impl Layout {
             rows_valid: OnceLock::new(),
             own_ops: self.own_ops,
             routes: OnceLock::new(),
+            fused: OnceLock::new(),
         })
     }
 

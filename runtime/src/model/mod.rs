@@ -3,6 +3,7 @@
 
 mod accel;
 mod export;
+mod fuse;
 #[cfg(feature = "cuda")]
 mod gpu;
 mod io;

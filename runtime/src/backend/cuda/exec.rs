@@ -3,6 +3,7 @@
 //! or bf16 ([`Storage`]); accumulation is always f32; biases and normalisation parameters stay
 //! f32.
 
+pub use super::consts::{constants, HostConst};
 use super::context::{err, GpuContext};
 use super::fallback::{place, Placement};
 use super::fold::{fold, BatchNorm};
@@ -38,21 +39,6 @@ impl GpuTensor {
     /// True when it has no element.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-/// A constant tensor on the host; `f64` holds every f32 and every integer a shape needs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HostConst {
-    /// Its shape.
-    pub shape: Vec<usize>,
-    /// Its values.
-    pub values: Vec<f64>,
-}
-
-impl HostConst {
-    fn f32s(&self) -> Vec<f32> {
-        self.values.iter().map(|&v| v as f32).collect()
     }
 }
 
@@ -313,6 +299,39 @@ impl GpuContext {
         }
         b.arg(&rows).arg(&cols).arg(&code).arg(&alpha);
         self.go(b, l)
+    }
+
+    /// y[.., j] = act(x[.., cols.start + j]) for `j` in `0..cols.len()`: a column range of the
+    /// last axis (one head's share of a stacked GEMM) with its activation.
+    pub fn columns_act(
+        &self,
+        x: &GpuTensor,
+        cols: std::ops::Range<usize>,
+        act: Act,
+    ) -> Result<GpuTensor> {
+        let x_cols = *x.shape.last().unwrap_or(&0);
+        if cols.start > cols.end || cols.end > x_cols {
+            return Err(Error::BadTensor(format!("columns {cols:?} of {:?}", x.shape)));
+        }
+        let rows = (x.len() / x_cols.max(1)) as i64;
+        let mut shape = x.shape.clone();
+        if let Some(last) = shape.last_mut() {
+            *last = cols.len();
+        }
+        let y = self.zeros(&shape, x.storage)?;
+        if y.is_empty() {
+            return Ok(y);
+        }
+        let (code, alpha) = act.code();
+        let f = self.typed("columns_act", x.storage)?;
+        let l = geometry::elementwise((rows as u64) * cols.len() as u64, &self.limits)?;
+        let (xc, yc, off) =
+            (int("columns", x_cols)?, int("columns", cols.len())?, int("offset", cols.start)?);
+        let mut b = self.stream.launch_builder(&f);
+        b.arg(&x.buf).arg(&y.buf);
+        b.arg(&rows).arg(&xc).arg(&yc).arg(&off).arg(&code).arg(&alpha);
+        self.go(b, l)?;
+        Ok(y)
     }
 
     /// y = act(a + b), same shapes.
@@ -625,32 +644,6 @@ impl GpuContext {
 fn four(shape: &[usize]) -> Result<[usize; 4]> {
     <[usize; 4]>::try_from(shape)
         .map_err(|_| Error::BadTensor(format!("expected an NCHW tensor, got {shape:?}")))
-}
-
-/// The values of the constant tensors `names` of `graph` (initializers and `Constant` nodes).
-pub fn constants(graph: &OnnxGraph, names: &[&str]) -> Result<HashMap<String, HostConst>> {
-    let g = graph.proto.graph.as_ref().ok_or_else(|| Error::InvalidModel("no graph".into()))?;
-    let onnx = tract_onnx::onnx();
-    let dir = graph.model_dir.as_ref().and_then(|d| d.to_str());
-    let mut out = HashMap::new();
-    for &name in names {
-        let proto = g.initializer.iter().find(|t| t.name == name).or_else(|| {
-            let &p = graph.producer.get(name)?;
-            let node = &graph.nodes()[p];
-            (node.op_type == "Constant")
-                .then(|| node.attribute.iter().find(|a| a.name == "value")?.t.as_ref())?
-        });
-        let Some(proto) = proto else { continue };
-        let t = tract_onnx::tensor::load_tensor(&*onnx.provider, proto, dir)
-            .and_then(|t| t.cast_to::<f64>().map(|c| c.into_owned()))
-            .map_err(|e| Error::InvalidModel(format!("constant `{name}`: {e}")))?;
-        let values =
-            t.try_as_plain_ram().ok().and_then(|r| r.as_slice::<f64>().ok()).map(<[f64]>::to_vec);
-        let values =
-            values.ok_or_else(|| Error::InvalidModel(format!("constant `{name}` unreadable")))?;
-        out.insert(name.to_string(), HostConst { shape: t.shape().to_vec(), values });
-    }
-    Ok(out)
 }
 
 fn conv_params(node: &OpNode, kernel: (usize, usize), groups: usize) -> ConvParams {

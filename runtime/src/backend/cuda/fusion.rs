@@ -10,7 +10,7 @@
 //! A link is fused only when the tensor it consumes has no other reader and is not handed out
 //! by the segment. The fused step takes the place of its last node, when all its inputs exist.
 //! [`shared_first_layers`] finds heads whose first layers read the same trunk tensor and can run
-//! as one GEMM.
+//! as one GEMM (stacked and run by the model's routed runs, `model/fuse.rs`).
 
 use super::ir::{OpNode, SegmentIr};
 

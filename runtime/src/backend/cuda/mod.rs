@@ -2,7 +2,7 @@
 //! device's compute capability, cuBLAS for matrix products.
 //!
 //! The planning half is plain Rust, built and tested everywhere: [`ir`] (the planner's view of a
-//! segment), [`fallback`] (which ops run on the GPU, else where and why), [`fusion`] (which nodes
+//! segment), [`consts`] (constant tensors read on the host), [`fallback`] (which ops run on the GPU, else where and why), [`fusion`] (which nodes
 //! become one launch), [`memory`] (buffer reuse by liveness), [`geometry`] (grids and blocks),
 //! [`ptx_cache`] (compiled PTX kept on disk), [`train_plan`] (shapes and options of head
 //! training on the device).
@@ -11,6 +11,7 @@
 //! [`context`] (device, stream, cuBLAS, NVRTC module cache) and [`exec`] (device tensors, one
 //! method per kernel, and the segment runner), [`train`] (head training on the device).
 
+pub mod consts;
 pub mod fallback;
 pub mod fold;
 pub mod fusion;
