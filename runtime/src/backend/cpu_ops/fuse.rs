@@ -28,30 +28,27 @@ const MIN_CHANNELS: usize = 16;
 /// Replaces every eligible convolution of `model` (decluttered, concrete shapes); returns how
 /// many were replaced. Ops it does not recognise are left to tract.
 pub fn patch(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
-    let convs: Vec<usize> =
-        model.nodes().iter().filter(|n| n.op_is::<Conv>()).map(|n| n.id).collect();
-    let mut replaced = 0;
-    for id in convs {
-        if let Some(p) = conv_patch(model, id, isa)? {
-            p.apply(model)?;
-            replaced += 1;
-        }
-    }
-    if replaced > 0 {
-        model.compact()?;
-    }
-    Ok(replaced)
+    patch_convs(model, isa, conv_patch)
 }
 
 /// Replaces every unpadded stride-1 1×1 convolution of `model` (typed, not yet decluttered,
 /// concrete shapes) by a [`PointwiseConv`], with the residual `Add` and clamps that follow it;
 /// returns how many were replaced.
 pub fn patch_pointwise(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
+    patch_convs(model, isa, pointwise_patch)
+}
+
+/// Applies `patch_for` to every convolution node of `model`; returns how many it replaced.
+fn patch_convs(
+    model: &mut TypedModel,
+    isa: Isa,
+    patch_for: impl Fn(&TypedModel, usize, Isa) -> TractResult<Option<TypedModelPatch>>,
+) -> TractResult<usize> {
     let convs: Vec<usize> =
         model.nodes().iter().filter(|n| n.op_is::<Conv>()).map(|n| n.id).collect();
     let mut replaced = 0;
     for id in convs {
-        if let Some(p) = pointwise_patch(model, id, isa)? {
+        if let Some(p) = patch_for(model, id, isa)? {
             p.apply(model)?;
             replaced += 1;
         }

@@ -113,12 +113,7 @@ impl Im2colConv {
         let panels = self.shape.cout.div_ceil(MR);
         let block = ((65536 / k) / PANEL * PANEL).clamp(PANEL, 512);
         let blocks = pixels.div_ceil(block);
-        let threads = parallel::threads();
-        let split = if threads == 1 || blocks >= 2 * threads {
-            1
-        } else {
-            (2 * threads).div_ceil(blocks).min(panels)
-        };
+        let split = parallel::channel_split(blocks, panels);
         let shared = SharedOut::new(out);
         parallel::for_each(blocks * split, |job| {
             let (b, s) = (job / split, job % split);

@@ -13,6 +13,18 @@ pub fn threads() -> usize {
     }
 }
 
+/// Into how many parts each block's output-channel panels are split, so that `blocks` blocks
+/// of work give every thread at least two jobs (1 with one thread or enough blocks; at most
+/// `panels`).
+pub fn channel_split(blocks: usize, panels: usize) -> usize {
+    let threads = threads();
+    if threads == 1 || blocks >= 2 * threads {
+        1
+    } else {
+        (2 * threads).div_ceil(blocks.max(1)).min(panels)
+    }
+}
+
 /// Calls `f(i)` for every `i < jobs`, spread over the current executor's threads.
 pub fn for_each(jobs: usize, f: impl Fn(usize) + Sync + Send) {
     if jobs <= 1 {

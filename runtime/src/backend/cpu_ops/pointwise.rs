@@ -84,12 +84,7 @@ impl PointwiseConv {
         // Column blocks whose `k` input rows stay in the L2 cache while every panel uses them.
         let block = ((65536 / k) / PANEL * PANEL).clamp(PANEL, 1024);
         let blocks = pixels.div_ceil(block);
-        let threads = parallel::threads();
-        let split = if threads == 1 || blocks >= 2 * threads {
-            1
-        } else {
-            (2 * threads).div_ceil(blocks).min(panels)
-        };
+        let split = parallel::channel_split(blocks, panels);
         let shared = SharedOut::new(out);
         parallel::for_each(blocks * split, |job| {
             let (b, s) = (job / split, job % split);

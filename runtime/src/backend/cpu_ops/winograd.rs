@@ -104,12 +104,7 @@ impl WinogradConv {
         let target_tiles = (8192 / self.cin).clamp(16, 256);
         let rows = target_tiles.div_ceil(g.tw).clamp(1, g.th);
         let blocks = g.th.div_ceil(rows);
-        let threads = parallel::threads();
-        let split = if threads == 1 || blocks >= 2 * threads {
-            1
-        } else {
-            (2 * threads).div_ceil(blocks).min(panels)
-        };
+        let split = parallel::channel_split(blocks, panels);
         let shared = SharedOut::new(out);
         parallel::for_each(blocks * split, |job| {
             let (b, s) = (job / split, job % split);
