@@ -1,8 +1,8 @@
 //! Corrupted and crafted files: every one must end in a clean error (or, for a mutation that
 //! leaves a valid model, a clean run), never a panic.
 
-use hydrant::{LoadOptions, Model, Tensor};
-use hydrant_tests::fixture;
+use hydrant::{LoadOptions, Model};
+use hydrant_tests::{fixture, run_all, zero_inputs};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// Deterministic xorshift positions, so a failure names a reproducible mutation.
@@ -23,27 +23,7 @@ fn load_and_run(bytes: &[u8], what: &str) -> bool {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         let options = LoadOptions::new().threads(1).max_bytes(64 << 20);
         let Ok(model) = Model::from_bytes(bytes, options) else { return false };
-        let inputs: Vec<(String, Tensor)> = model
-            .inputs()
-            .iter()
-            .filter_map(|spec| {
-                let shape: Vec<usize> = spec
-                    .shape
-                    .iter()
-                    .map(|d| match d {
-                        hydrant::Dim::Fixed(n) => *n,
-                        hydrant::Dim::Symbolic(_) => 2,
-                    })
-                    .collect();
-                if shape.iter().product::<usize>() > 1 << 20 {
-                    return None;
-                }
-                let t = (spec.dtype == hydrant::DType::F32).then(|| Tensor::zeros::<f32>(&shape));
-                t?.ok().map(|t| (spec.name.clone(), t))
-            })
-            .collect();
-        let named: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        let _ = model.run(&named, &[]);
+        let _ = run_all(&model, &zero_inputs(&model, 2, 1 << 20));
         let _ = model.summary();
         true
     }));

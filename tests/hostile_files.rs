@@ -4,8 +4,8 @@
 //! clean load), none panics, and none allocates more than the loader's limit — measured by a
 //! counting global allocator around each load.
 
-use hydrant::{Dim, HeadSet, LoadOptions, Model, SafetensorsLimits, Tensor};
-use hydrant_tests::fixture;
+use hydrant::{HeadSet, LoadOptions, Model, SafetensorsLimits};
+use hydrant_tests::{fixture, run_all, zero_inputs};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -106,23 +106,7 @@ fn load_bytes(name: &str, bytes: &[u8]) -> Option<String> {
 /// Runs a model that loaded once, on zeros of its declared input shapes (symbolic dimensions
 /// 1): a graph that asks for a huge tensor only once its input shapes are known must fail here.
 fn run_once(model: &Model) -> hydrant::Result<()> {
-    let inputs: Vec<(String, Tensor)> = model
-        .inputs()
-        .iter()
-        .map(|spec| {
-            let shape: Vec<usize> = spec
-                .shape
-                .iter()
-                .map(|d| match d {
-                    Dim::Fixed(n) => *n,
-                    Dim::Symbolic(_) => 1,
-                })
-                .collect();
-            Tensor::zeros::<f32>(&shape).map(|t| (spec.name.clone(), t))
-        })
-        .collect::<hydrant::Result<_>>()?;
-    let named: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    model.run(&named, &[]).map(drop)
+    run_all(model, &zero_inputs(model, 1, 1 << 20))
 }
 
 /// Loads the file at `path` from disk (so that external data resolves beside it).

@@ -8,6 +8,42 @@ pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name)
 }
 
+/// Zero f32 tensors for the declared inputs of `model`, each symbolic dimension set to `batch`;
+/// inputs of another type or of more than `max_elements` elements are left out (a run then
+/// reports them missing).
+pub fn zero_inputs(
+    model: &hydrant::Model,
+    batch: usize,
+    max_elements: usize,
+) -> Vec<(String, Tensor)> {
+    model
+        .inputs()
+        .iter()
+        .filter(|spec| spec.dtype == hydrant::DType::F32)
+        .filter_map(|spec| {
+            let shape: Vec<usize> = spec
+                .shape
+                .iter()
+                .map(|d| match d {
+                    hydrant::Dim::Fixed(n) => *n,
+                    hydrant::Dim::Symbolic(_) => batch,
+                })
+                .collect();
+            let n = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))?;
+            (n <= max_elements)
+                .then(|| Tensor::zeros::<f32>(&shape).ok())
+                .flatten()
+                .map(|t| (spec.name.clone(), t))
+        })
+        .collect()
+}
+
+/// Runs `model` with every head on `inputs` (as [`zero_inputs`] makes them).
+pub fn run_all(model: &hydrant::Model, inputs: &[(String, Tensor)]) -> hydrant::Result<()> {
+    let named: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    model.run(&named, &[]).map(drop)
+}
+
 /// Reads a `.npy` fixture.
 pub fn npy(name: &str) -> Tensor {
     hydrant::read_npy(fixture(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))

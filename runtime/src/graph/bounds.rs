@@ -730,15 +730,10 @@ fn value_info(vi: &pb::ValueInfoProto) -> Info {
     Info { shape, elem: elem_bytes(t.elem_type), values: None }
 }
 
-/// Bytes per element of an ONNX element type (1 for unknown or sub-byte types: a lower bound).
+/// Bytes per element of an ONNX element type (1 for unknown, string or sub-byte types: a
+/// lower bound), from the element table of [`limits`](super::limits).
 fn elem_bytes(data_type: i32) -> u64 {
-    match data_type {
-        1 | 6 | 12 => 4,
-        7 | 11 | 13 | 14 => 8,
-        15 => 16,
-        4 | 5 | 10 | 16 => 2,
-        _ => 1,
-    }
+    super::limits::element(data_type).map_or(1, |(bits, _, _)| (bits / 8).max(1))
 }
 
 fn attr<'a>(node: &'a pb::NodeProto, name: &str) -> Option<&'a pb::AttributeProto> {

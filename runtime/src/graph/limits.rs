@@ -86,7 +86,7 @@ fn add(total: &mut u64, bytes: u64, max: u64) -> Result<()> {
 }
 
 /// Where a tensor's values are stored in the protobuf, by ONNX element type.
-enum Field {
+pub(super) enum Field {
     Float,
     Int32,
     Int64,
@@ -96,7 +96,7 @@ enum Field {
 }
 
 /// Bits per element and the typed field used when `raw_data` is empty.
-fn element(data_type: i32) -> Option<(u64, Field, u64)> {
+pub(super) fn element(data_type: i32) -> Option<(u64, Field, u64)> {
     // (bits, field, values per element in that field)
     Some(match data_type {
         1 => (32, Field::Float, 1),                                     // float
