@@ -13,7 +13,7 @@
 use super::depthwise::DepthwiseConv;
 use super::im2col_conv::{ConvShape, Im2colConv};
 use super::pointwise::PointwiseConv;
-use super::winograd::WinogradConv;
+use super::winograd::{choose_tile, WinogradConv};
 use super::{Activation, Isa};
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
@@ -74,7 +74,8 @@ fn pointwise_patch(
         return Ok(None);
     }
     let x = model.outlet_fact(node.inputs[0])?;
-    if x.datum_type != f32::datum_type() || x.shape.as_concrete().is_none_or(|s| s.len() != 4) {
+    let Some(&[_, _, _, _]) = x.shape.as_concrete() else { return Ok(None) };
+    if x.datum_type != f32::datum_type() {
         return Ok(None);
     }
     let (Some(kernel), Some(bias)) = (konst(model, node.inputs[1]), konst(model, node.inputs[2]))
@@ -310,7 +311,8 @@ fn conv_patch(model: &TypedModel, id: usize, isa: Isa) -> TractResult<Option<Typ
         return Ok(None);
     }
     let x = model.outlet_fact(node.inputs[0])?;
-    if x.datum_type != f32::datum_type() || x.shape.as_concrete().is_none_or(|s| s.len() != 4) {
+    let Some(&[_, _, h, w]) = x.shape.as_concrete() else { return Ok(None) };
+    if x.datum_type != f32::datum_type() {
         return Ok(None);
     }
     let (Some(kernel), Some(bias)) = (konst(model, node.inputs[1]), konst(model, node.inputs[2]))
@@ -331,7 +333,9 @@ fn conv_patch(model: &TypedModel, id: usize, isa: Isa) -> TractResult<Option<Typ
         let (act, end) = take_clamp(&steps, last, relu_only);
         last = end;
         let relu = act == Activation::RELU;
-        Box::new(WinogradConv::new(kernel, Some(&bias), cin, cout, shape.pads, fused, relu, isa)?)
+        let tile = choose_tile(h, w, shape.pads);
+        let bias = Some(bias.as_slice());
+        Box::new(WinogradConv::new(tile, kernel, bias, cin, cout, shape.pads, fused, relu, isa)?)
     } else {
         let (act, end) = take_clamp(&steps, last, |_| true);
         last = end;
