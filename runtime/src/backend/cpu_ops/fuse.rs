@@ -311,7 +311,7 @@ fn conv_patch(model: &TypedModel, id: usize, isa: Isa) -> TractResult<Option<Typ
         return Ok(None);
     }
     let x = model.outlet_fact(node.inputs[0])?;
-    let Some(&[_, _, h, w]) = x.shape.as_concrete() else { return Ok(None) };
+    let Some(&[n, _, h, w]) = x.shape.as_concrete() else { return Ok(None) };
     if x.datum_type != f32::datum_type() {
         return Ok(None);
     }
@@ -333,7 +333,7 @@ fn conv_patch(model: &TypedModel, id: usize, isa: Isa) -> TractResult<Option<Typ
         let (act, end) = take_clamp(&steps, last, relu_only);
         last = end;
         let relu = act == Activation::RELU;
-        let tile = choose_tile(h, w, shape.pads);
+        let tile = choose_tile(cin, n, h, w, shape.pads);
         let bias = Some(bias.as_slice());
         Box::new(WinogradConv::new(tile, kernel, bias, cin, cout, shape.pads, fused, relu, isa)?)
     } else {

@@ -31,10 +31,12 @@ use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 /// Values between consecutive ξ planes of the scratch buffers beyond their size. They keep the
 /// transforms' `n²` streams out of the same L1 sets (plane sizes are multiples of 4 KiB for
 /// most channel counts: 1.4× less time on ResNet-18's 56×56 layers), and take the chunked
-/// writes past a plane's last row.
+/// reads past a plane's last row of products.
 const PLANE_PAD: usize = CHUNK;
 /// Floats of a job's transformed input (`n² · cin · tiles`) that a block aims at.
 const BLOCK_FLOATS: usize = 131_072;
+/// Fewest tiles a job aims at, whatever the channel count.
+const MIN_TILES: usize = 16;
 
 /// The convolution's transformed, packed weights and its bias.
 #[derive(Debug)]
@@ -108,32 +110,42 @@ impl WinogradConv {
         })
     }
 
-    /// Computes one image: `input` is `cin × h × w`, `residual` and `out` are `cout × oh × ow`.
-    pub fn run_image(
+    /// Computes `n` images: `input` is `n × cin × h × w`, `residual` and `out` are
+    /// `n × cout × oh × ow`.
+    ///
+    /// A job covers tile rows of one image or, where an image's tiles fill less than a block
+    /// (deep, small layers at batch > 1), whole images side by side as the columns of one set
+    /// of matrix products, so that each weight panel is read once for all of them.
+    pub fn run_images(
         &self,
         g: &Geometry,
+        n: usize,
         input: &[f32],
         residual: Option<&[f32]>,
         out: &mut [f32],
     ) {
         let panels = self.cout.div_ceil(MR);
-        let target_tiles = (BLOCK_FLOATS / (g.tile.products() * self.cin)).clamp(16, 256);
-        let rows = target_tiles.div_ceil(g.tw).clamp(1, g.th);
-        let blocks = g.th.div_ceil(rows);
-        let split = parallel::channel_split(blocks, panels);
+        let Blocks { rows, blocks, group } = Blocks::new(g, self.cin, n);
+        let jobs = n.div_ceil(group) * blocks;
+        let split = parallel::channel_split(jobs, panels);
         let shared = SharedOut::new(out);
-        parallel::for_each(blocks * split, |job| {
-            let (b, s) = (job / split, job % split);
-            let tiles = (b * rows, ((b + 1) * rows).min(g.th));
+        parallel::for_each(jobs * split, |job| {
+            let (unit, s) = (job / split, job % split);
+            let (first, b) = (unit / blocks * group, unit % blocks);
+            let segments = Segments {
+                images: (first, (first + group).min(n)),
+                tiles: (b * rows, ((b + 1) * rows).min(g.th)),
+            };
             let channel_panels = (s * panels / split, (s + 1) * panels / split);
             JOB_SCRATCH.with(|scratch| {
                 let scratch = &mut *scratch.borrow_mut();
-                self.job(g, input, residual, shared, tiles, channel_panels, scratch)
+                self.job(g, input, residual, shared, segments, channel_panels, scratch)
             })
         });
     }
 
-    /// Tile rows `tiles.0..tiles.1`, output channels of panels `panels.0..panels.1`.
+    /// Tile rows `segments.tiles` of images `segments.images`, output channels of panels
+    /// `panels.0..panels.1`.
     #[allow(clippy::too_many_arguments)]
     fn job(
         &self,
@@ -141,27 +153,39 @@ impl WinogradConv {
         input: &[f32],
         residual: Option<&[f32]>,
         out: SharedOut,
-        tiles: (usize, usize),
+        segments: Segments,
         panels: (usize, usize),
         scratch: &mut JobScratch,
     ) {
         let cin = self.cin;
-        let tp = ((tiles.1 - tiles.0) * g.tw).next_multiple_of(LANES);
+        let Segments { images: (i0, i1), tiles } = segments;
+        // Each image's tiles take `per_image` consecutive columns.
+        let per_image = (tiles.1 - tiles.0) * g.tw;
+        let tp = ((i1 - i0) * per_image).next_multiple_of(LANES);
         let (p0, p1) = panels;
         let rows_m = (p1 - p0) * MR;
         let JobScratch { v, m, rows } = scratch;
-        // ξ planes are padded apart so that the transforms' 16 streams do not fall into the
-        // same L1 sets (plane sizes are multiples of 4 KiB for most channel counts).
-        let (v_plane, m_plane) = (cin * tp + PLANE_PAD, rows_m * tp + PLANE_PAD);
+        // `v`'s rows are `CHUNK` longer than the products' width: the chunked writes past the
+        // last image's columns stay in the row.
+        let v_row = tp + CHUNK;
+        let (v_plane, m_plane) = (cin * v_row + PLANE_PAD, rows_m * tp + PLANE_PAD);
         let xis = g.tile.products();
         let v = grow(v, xis * v_plane);
         let m = grow(m, xis * m_plane);
-        input_tiles(self.isa, g, input, cin, tiles, v, v_plane, tp, rows);
+        let (image_in, plane) = (cin * g.h * g.w, g.oh * g.ow);
+        let image_out = self.cout * plane;
+        // Images in increasing column order: the chunked writes past one image's columns land
+        // on the next image's, written afterwards, or in the row's last `CHUNK` values.
+        for (k, image) in (i0..i1).enumerate() {
+            let x = &input[image * image_in..][..image_in];
+            let v = &mut v[k * per_image..];
+            input_tiles(self.isa, g, x, cin, tiles, v, v_plane, v_row, rows);
+        }
         let all_panels = self.cout.div_ceil(MR);
         // Per ξ and column panel, every channel panel: the `v` panel stays in L1 while the
         // packed weights stream past it.
         for xi in 0..xis {
-            let vx = &v[xi * v_plane..][..cin * tp];
+            let vx = &v[xi * v_plane..][..cin * v_row];
             let mx = &mut m[xi * m_plane..][..rows_m * tp];
             let mut t0 = 0;
             while t0 < tp {
@@ -169,25 +193,28 @@ impl WinogradConv {
                 for p in p0..p1 {
                     let u = &self.weights.u[(xi * all_panels + p) * cin * MR..][..cin * MR];
                     let c = &mut mx[(p - p0) * MR * tp + t0..];
-                    gemm::panel(self.isa, cin, u, &vx[t0..], tp, nv, c, tp);
+                    gemm::panel(self.isa, cin, u, &vx[t0..], v_row, nv, c, tp);
                 }
                 t0 += nv * LANES;
             }
         }
-        let plane = g.oh * g.ow;
         let tm = g.tile.m();
         let (y0, y1) = (tm * tiles.0, (tm * tiles.1).min(g.oh));
-        for co in p0 * MR..(p1 * MR).min(self.cout) {
-            let epi = Epilogue {
-                bias: self.weights.bias[co],
-                residual: residual.map(|res| &res[co * plane..][..plane]),
-                relu: self.relu,
-            };
-            // SAFETY: jobs own disjoint (channel, row range) pairs: blocks split the rows,
-            // channel splits the panels, and this job writes only its rows of its channels.
-            let dst = unsafe { out.slice(co * plane + y0 * g.ow, (y1 - y0) * g.ow) };
-            let mc = &m[(co - p0 * MR) * tp..];
-            output_tiles(self.isa, g, mc, m_plane, tiles, dst, epi, rows);
+        for (k, image) in (i0..i1).enumerate() {
+            for co in p0 * MR..(p1 * MR).min(self.cout) {
+                let at = image * image_out + co * plane;
+                let epi = Epilogue {
+                    bias: self.weights.bias[co],
+                    residual: residual.map(|res| &res[at..][..plane]),
+                    relu: self.relu,
+                };
+                // SAFETY: jobs own disjoint (image, channel, row range) triples: jobs split
+                // the images and rows, channel splits the panels, and this job writes only its
+                // rows of its channels of its images.
+                let dst = unsafe { out.slice(at + y0 * g.ow, (y1 - y0) * g.ow) };
+                let mc = &m[(co - p0 * MR) * tp + k * per_image..];
+                output_tiles(self.isa, g, mc, m_plane, tiles, dst, epi, rows);
+            }
         }
     }
 
@@ -195,6 +222,42 @@ impl WinogradConv {
         Geometry::new(self.weights.tile, h, w, self.pads)
             .with_context(|| format!("empty output for a {h}×{w} input"))
     }
+}
+
+/// How the tiles of `n` images are cut into jobs.
+#[derive(Debug, Clone, Copy)]
+struct Blocks {
+    /// Tile rows per job.
+    rows: usize,
+    /// Jobs per image (`⌈th / rows⌉`).
+    blocks: usize,
+    /// Images per job: more than one only when an image is a single block.
+    group: usize,
+}
+
+impl Blocks {
+    fn new(g: &Geometry, cin: usize, n: usize) -> Blocks {
+        let target_tiles = (BLOCK_FLOATS / (g.tile.products() * cin)).clamp(MIN_TILES, 256);
+        let rows = target_tiles.div_ceil(g.tw).clamp(1, g.th);
+        let blocks = g.th.div_ceil(rows);
+        let group = if blocks == 1 { (target_tiles / (g.th * g.tw)).clamp(1, n) } else { 1 };
+        Blocks { rows, blocks, group }
+    }
+
+    /// (Transformed product × column) pairs of the matrix products per image, the columns of
+    /// a job being rounded up to the micro-kernel's width.
+    fn cost(g: &Geometry, cin: usize, n: usize) -> usize {
+        let Blocks { rows, group, .. } = Blocks::new(g, cin, n);
+        let columns = (group * rows.min(g.th) * g.tw).next_multiple_of(LANES);
+        g.tile.products() * columns * g.th.div_ceil(rows) / group
+    }
+}
+
+/// What one job transforms: tile rows `tiles` of each of the images `images`.
+#[derive(Debug, Clone, Copy)]
+struct Segments {
+    images: (usize, usize),
+    tiles: (usize, usize),
 }
 
 /// Per-thread buffers, kept between jobs and calls.
@@ -224,14 +287,14 @@ fn transform_weights(tile: Tile, kernel: &[f32], cin: usize, cout: usize) -> Vec
     u
 }
 
-/// The tile size for an `h × w` input with `pads`: the one whose matrix products cover fewer
-/// (transformed product × column) pairs per image, the columns of a block being rounded up
-/// to the micro-kernel's width. F(4×4) wins from about 10×10 outputs up; at 7×7 its four
-/// tiles fill a 16-column panel a quarter full.
-pub fn choose_tile(h: usize, w: usize, pads: [usize; 4]) -> Tile {
+/// The tile size for `n` images of `cin × h × w` with `pads`: the one whose matrix products
+/// cover fewer (transformed product × column) pairs per image ([`Blocks::cost`]). F(4×4) wins
+/// from about 10×10 outputs up; at 7×7 its four tiles fill a 16-column panel a quarter full,
+/// unless several images share a job (batch > 1).
+pub fn choose_tile(cin: usize, n: usize, h: usize, w: usize, pads: [usize; 4]) -> Tile {
     let cost = |tile: Tile| {
         Geometry::new(tile, h, w, pads)
-            .map(|g| tile.products() * (g.th * g.tw).next_multiple_of(LANES))
+            .map(|g| Blocks::cost(&g, cin, n.max(1)))
             .unwrap_or(usize::MAX)
     };
     if cost(Tile::F4) < cost(Tile::F2) {
@@ -284,14 +347,7 @@ impl EvalOp for WinogradConv {
         let mut out = Tensor::zero::<f32>(&out_shape)?;
         let mut view = out.try_as_plain_ram_mut()?;
         let slice = view.as_slice_mut::<f32>()?;
-        for b in 0..n {
-            self.run_image(
-                &g,
-                &x[b * image_in..][..image_in],
-                res.map(|r| &r[b * image_out..][..image_out]),
-                &mut slice[b * image_out..][..image_out],
-            );
-        }
+        self.run_images(&g, n, &x[..n * image_in], res, &mut slice[..n * image_out]);
         Ok(tvec!(out.into_tvalue()))
     }
 }
@@ -349,7 +405,7 @@ mod tests {
                 relu6: false,
                 depthwise: false,
             };
-            let tile = choose_tile(case.hw.0, case.hw.1, case.pads);
+            let tile = choose_tile(case.cin, 1, case.hw.0, case.hw.1, case.pads);
             tiles.push(tile);
             for isa in Isa::available() {
                 let pair = Pair::new(&case, case_ix, isa).unwrap();
@@ -402,7 +458,7 @@ mod tests {
                         .unwrap();
                 let g = op.geometry(h, w).unwrap();
                 let mut out = vec![f32::NAN; cout * oh * ow];
-                op.run_image(&g, &input, Some(&residual), &mut out);
+                op.run_images(&g, 1, &input, Some(&residual), &mut out);
                 let err = out.iter().zip(&direct).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
                 assert!(
                     err / scale <= bound(tile),
@@ -413,14 +469,46 @@ mod tests {
         }
     }
 
+    /// Small planes at batch > 1 share one set of matrix products (several images per job);
+    /// each image's output is the one it gets alone, bit for bit.
+    #[test]
+    fn images_sharing_a_job_equal_images_run_alone() {
+        let (cin, cout, h, w, n) = (24, 20, 7, 7, 5);
+        let value = |i: usize| ((i * 7919) % 2003) as f32 / 1000.0 - 1.0;
+        let kernel: Vec<f32> = (0..cout * cin * 9).map(value).collect();
+        let input: Vec<f32> = (0..n * cin * h * w).map(|i| value(i + 17)).collect();
+        let residual: Vec<f32> = (0..n * cout * h * w).map(|i| value(i + 5)).collect();
+        for tile in [Tile::F2, Tile::F4] {
+            let op =
+                WinogradConv::new(tile, &kernel, None, cin, cout, [1; 4], true, true, Isa::best())
+                    .unwrap();
+            let g = op.geometry(h, w).unwrap();
+            let mut together = vec![f32::NAN; n * cout * h * w];
+            op.run_images(&g, n, &input, Some(&residual), &mut together);
+            let (image_in, image_out) = (cin * h * w, cout * h * w);
+            for b in 0..n {
+                let mut alone = vec![f32::NAN; image_out];
+                let x = &input[b * image_in..][..image_in];
+                let r = &residual[b * image_out..][..image_out];
+                op.run_images(&g, 1, x, Some(r), &mut alone);
+                let diff = alone
+                    .iter()
+                    .zip(&together[b * image_out..][..image_out])
+                    .fold(0f32, |m, (a, t)| m.max((a - t).abs()));
+                assert_eq!(diff, 0.0, "{tile:?} image {b}");
+            }
+        }
+    }
+
     #[test]
     fn the_tile_size_follows_the_plane_size() {
         let same = [1; 4];
-        assert_eq!(choose_tile(7, 7, same), Tile::F2);
-        assert_eq!(choose_tile(14, 14, same), Tile::F4);
-        assert_eq!(choose_tile(28, 28, same), Tile::F4);
-        assert_eq!(choose_tile(56, 56, same), Tile::F4);
-        assert_eq!(choose_tile(3, 3, same), Tile::F2);
+        assert_eq!(choose_tile(512, 1, 7, 7, same), Tile::F2);
+        assert_eq!(choose_tile(512, 8, 7, 7, same), Tile::F4);
+        assert_eq!(choose_tile(256, 1, 14, 14, same), Tile::F4);
+        assert_eq!(choose_tile(128, 1, 28, 28, same), Tile::F4);
+        assert_eq!(choose_tile(64, 1, 56, 56, same), Tile::F4);
+        assert_eq!(choose_tile(64, 1, 3, 3, same), Tile::F2);
     }
 
     #[test]

@@ -12,9 +12,9 @@
 //!   column phases of each output row are interleaved before the epilogue.
 //!
 //! Rows are processed in whole chunks of [`CHUNK`] tiles: a tile row of `tw` tiles writes
-//! `⌈tw / CHUNK⌉·CHUNK` values of each `v` plane row, spilling at most `CHUNK - 1` values into
-//! what comes next (the next tile row or channel, written afterwards, or the plane's padding;
-//! see [`input_tiles_body`]), and reads as many products.
+//! `⌈tw / CHUNK⌉·CHUNK` values of each `v` row, spilling at most `CHUNK - 1` values into what
+//! comes next (the next tile row, written afterwards, or the row's padding; see
+//! [`input_tiles`]), and reads as many products.
 
 /// Tiles per chunk of every row loop (one or two vector registers).
 pub const CHUNK: usize = 8;
@@ -302,9 +302,10 @@ transforms!(input_f4, output_f4, 4, 6);
 /// Transforms tile rows `tiles.0..tiles.1` of `input` (`cin` planes of `h × w`) into
 /// `v[ξ·xi_stride + ci·tp + t]`, `t = (ty - tiles.0)·tw + tx`.
 ///
-/// Values at `t ≥ (tiles.1 - tiles.0)·tw` of a row are not meaningful (the products computed
-/// from them are never read). The caller leaves `CHUNK` values after the last channel of each
-/// plane (`xi_stride ≥ cin·tp + CHUNK`, `tp ≥ (tiles.1 - tiles.0)·tw`) for the chunked writes.
+/// `tp` is the row stride; the caller makes it at least `(tiles.1 - tiles.0)·tw + CHUNK - 1`
+/// (and `xi_stride ≥ cin·tp`): each tile row writes whole chunks, up to `CHUNK - 1` values past
+/// its last tile, which land on the next tile row's values (written afterwards) or past the
+/// last. Values past `(tiles.1 - tiles.0)·tw` are not meaningful.
 #[allow(clippy::too_many_arguments)]
 pub fn input_tiles(
     isa: super::Isa,
