@@ -126,61 +126,117 @@ impl WinogradConv {
     ) {
         let panels = self.cout.div_ceil(MR);
         let Blocks { rows, blocks, group } = Blocks::new(g, self.cin, n);
-        let jobs = n.div_ceil(group) * blocks;
-        let split = parallel::channel_split(jobs, panels);
-        let shared = SharedOut::new(out);
-        parallel::for_each(jobs * split, |job| {
-            let (unit, s) = (job / split, job % split);
+        let units = n.div_ceil(group) * blocks;
+        let segments = |unit: usize| {
             let (first, b) = (unit / blocks * group, unit % blocks);
-            let segments = Segments {
+            Segments {
                 images: (first, (first + group).min(n)),
                 tiles: (b * rows, ((b + 1) * rows).min(g.th)),
+            }
+        };
+        let split = parallel::channel_split(units, panels);
+        let shared = SharedOut::new(out);
+        if split == 1 {
+            parallel::for_each(units, |unit| {
+                JOB_SCRATCH.with(|scratch| {
+                    let JobScratch { v, m, rows } = &mut *scratch.borrow_mut();
+                    let layout = Layout::new(g, self.cin, segments(unit));
+                    let v = grow(v, layout.v_len);
+                    let all = (0, self.cin);
+                    self.transform_input(g, input, segments(unit), all, &layout, v, rows);
+                    let panels = (0, panels);
+                    self.multiply(g, v, residual, shared, segments(unit), panels, m, rows);
+                })
+            });
+            return;
+        }
+        // Fewer units than threads: the units' input transforms are computed once, split over
+        // the input channels, then the products and output transforms split over the output
+        // channels.
+        let stride = Layout::new(g, self.cin, segments(0)).v_len;
+        let mut local = Vec::new();
+        SHARED_V.with(|cell| {
+            let mut kept = cell.try_borrow_mut();
+            let buf = match kept.as_deref_mut() {
+                Ok(kept) => kept,
+                Err(_) => &mut local,
             };
-            let channel_panels = (s * panels / split, (s + 1) * panels / split);
-            JOB_SCRATCH.with(|scratch| {
-                let scratch = &mut *scratch.borrow_mut();
-                self.job(g, input, residual, shared, segments, channel_panels, scratch)
-            })
+            let v_all = grow(buf, units * stride);
+            let v_shared = SharedOut::new(v_all);
+            parallel::for_each(units * split, |job| {
+                let (unit, s) = (job / split, job % split);
+                let channels = (s * self.cin / split, (s + 1) * self.cin / split);
+                let layout = Layout::new(g, self.cin, segments(unit));
+                // SAFETY: unit `unit` owns `v_all[unit·stride..][..stride]`, and its jobs
+                // write the disjoint channel rows `channels` of it (and their rows' ends).
+                let v = unsafe { v_shared.slice(unit * stride, stride) };
+                JOB_SCRATCH.with(|scratch| {
+                    let rows = &mut scratch.borrow_mut().rows;
+                    self.transform_input(g, input, segments(unit), channels, &layout, v, rows);
+                })
+            });
+            let v_all = &*v_all;
+            parallel::for_each(units * split, |job| {
+                let (unit, s) = (job / split, job % split);
+                let channel_panels = (s * panels / split, (s + 1) * panels / split);
+                let v = &v_all[unit * stride..][..stride];
+                JOB_SCRATCH.with(|scratch| {
+                    let JobScratch { m, rows, .. } = &mut *scratch.borrow_mut();
+                    let seg = segments(unit);
+                    self.multiply(g, v, residual, shared, seg, channel_panels, m, rows);
+                })
+            });
         });
     }
 
-    /// Tile rows `segments.tiles` of images `segments.images`, output channels of panels
-    /// `panels.0..panels.1`.
+    /// The input transform of input channels `channels.0..channels.1` of `segments` into their
+    /// rows of `v` (laid out as `layout`).
     #[allow(clippy::too_many_arguments)]
-    fn job(
+    fn transform_input(
         &self,
         g: &Geometry,
         input: &[f32],
+        segments: Segments,
+        (c0, c1): (usize, usize),
+        layout: &Layout,
+        v: &mut [f32],
+        rows: &mut Scratch,
+    ) {
+        let Segments { images: (i0, i1), tiles } = segments;
+        let hw = g.h * g.w;
+        // Images in increasing column order: the chunked writes past one image's columns land
+        // on the next image's, written afterwards, or in the row's last `CHUNK` values.
+        for (k, image) in (i0..i1).enumerate() {
+            let x = &input[(image * self.cin + c0) * hw..][..(c1 - c0) * hw];
+            let v = &mut v[c0 * layout.v_row + k * layout.per_image..];
+            input_tiles(self.isa, g, x, c1 - c0, tiles, v, layout.v_plane, layout.v_row, rows);
+        }
+    }
+
+    /// The matrix products and output transforms of `segments` for the output channels of
+    /// panels `panels.0..panels.1`, from their transformed input `v`.
+    #[allow(clippy::too_many_arguments)]
+    fn multiply(
+        &self,
+        g: &Geometry,
+        v: &[f32],
         residual: Option<&[f32]>,
         out: SharedOut,
         segments: Segments,
         panels: (usize, usize),
-        scratch: &mut JobScratch,
+        m: &mut Vec<f32>,
+        rows: &mut Scratch,
     ) {
         let cin = self.cin;
         let Segments { images: (i0, i1), tiles } = segments;
-        // Each image's tiles take `per_image` consecutive columns.
-        let per_image = (tiles.1 - tiles.0) * g.tw;
-        let tp = ((i1 - i0) * per_image).next_multiple_of(LANES);
+        let Layout { per_image, tp, v_row, v_plane, .. } = Layout::new(g, cin, segments);
         let (p0, p1) = panels;
         let rows_m = (p1 - p0) * MR;
-        let JobScratch { v, m, rows } = scratch;
-        // `v`'s rows are `CHUNK` longer than the products' width: the chunked writes past the
-        // last image's columns stay in the row.
-        let v_row = tp + CHUNK;
-        let (v_plane, m_plane) = (cin * v_row + PLANE_PAD, rows_m * tp + PLANE_PAD);
+        let m_plane = rows_m * tp + PLANE_PAD;
         let xis = g.tile.products();
-        let v = grow(v, xis * v_plane);
         let m = grow(m, xis * m_plane);
-        let (image_in, plane) = (cin * g.h * g.w, g.oh * g.ow);
+        let plane = g.oh * g.ow;
         let image_out = self.cout * plane;
-        // Images in increasing column order: the chunked writes past one image's columns land
-        // on the next image's, written afterwards, or in the row's last `CHUNK` values.
-        for (k, image) in (i0..i1).enumerate() {
-            let x = &input[image * image_in..][..image_in];
-            let v = &mut v[k * per_image..];
-            input_tiles(self.isa, g, x, cin, tiles, v, v_plane, v_row, rows);
-        }
         let all_panels = self.cout.div_ceil(MR);
         // Per ξ and column panel, every channel panel: the `v` panel stays in L1 while the
         // packed weights stream past it.
@@ -208,9 +264,9 @@ impl WinogradConv {
                     residual: residual.map(|res| &res[at..][..plane]),
                     relu: self.relu,
                 };
-                // SAFETY: jobs own disjoint (image, channel, row range) triples: jobs split
-                // the images and rows, channel splits the panels, and this job writes only its
-                // rows of its channels of its images.
+                // SAFETY: jobs own disjoint (image, channel, row range) triples: units split
+                // the images and rows, the channel split the panels, and this job writes only
+                // its rows of its channels of its images.
                 let dst = unsafe { out.slice(at + y0 * g.ow, (y1 - y0) * g.ow) };
                 let mc = &m[(co - p0 * MR) * tp + k * per_image..];
                 output_tiles(self.isa, g, mc, m_plane, tiles, dst, epi, rows);
@@ -260,6 +316,33 @@ struct Segments {
     tiles: (usize, usize),
 }
 
+/// Where a job's transformed input lies in its `v` buffer.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    /// Columns of each image's tiles.
+    per_image: usize,
+    /// Columns of the matrix products (all images, rounded up to the kernel's width).
+    tp: usize,
+    /// Row stride: `CHUNK` more than `tp`, so that the chunked writes past the last image's
+    /// columns stay in the row.
+    v_row: usize,
+    /// ξ plane stride.
+    v_plane: usize,
+    /// Values of the whole buffer.
+    v_len: usize,
+}
+
+impl Layout {
+    fn new(g: &Geometry, cin: usize, segments: Segments) -> Layout {
+        let Segments { images: (i0, i1), tiles } = segments;
+        let per_image = (tiles.1 - tiles.0) * g.tw;
+        let tp = ((i1 - i0) * per_image).next_multiple_of(LANES);
+        let v_row = tp + CHUNK;
+        let v_plane = cin * v_row + PLANE_PAD;
+        Layout { per_image, tp, v_row, v_plane, v_len: g.tile.products() * v_plane }
+    }
+}
+
 /// Per-thread buffers, kept between jobs and calls.
 #[derive(Default)]
 struct JobScratch {
@@ -270,6 +353,8 @@ struct JobScratch {
 
 thread_local! {
     static JOB_SCRATCH: RefCell<JobScratch> = RefCell::default();
+    /// The calling thread's buffer for input transforms shared by several jobs.
+    static SHARED_V: RefCell<Vec<f32>> = RefCell::default();
 }
 
 /// `G g Gᵀ` of every (output, input) channel pair, in f64, packed as [`Weights::u`].
@@ -525,12 +610,18 @@ mod tests {
             relu6: false,
             depthwise: false,
         };
-        let pair = Pair::new(&case, 3, Isa::best()).unwrap();
-        let one = pair.ours.run(pair.inputs.clone()).unwrap().remove(0);
-        let three = super::super::probe::with_threads(3, || {
-            pair.ours.run(pair.inputs.clone()).unwrap().remove(0)
-        });
-        assert_eq!(one, three);
+        // Many blocks (jobs split the tile rows), and one block (the input transform split
+        // over input channels, then the products over output channels).
+        for case in [case, ConvCase { cin: 40, cout: 64, hw: (6, 7), ..case }] {
+            let pair = Pair::new(&case, 3, Isa::best()).unwrap();
+            let one = pair.ours.run(pair.inputs.clone()).unwrap().remove(0);
+            let three = super::super::probe::with_threads(3, || {
+                pair.ours.run(pair.inputs.clone()).unwrap().remove(0)
+            });
+            assert_eq!(one, three, "{case:?}");
+            let err = pair.relative_error().unwrap();
+            assert!(err <= BOUND_F2, "{case:?}: relative error {err:e}");
+        }
     }
 
     #[test]
