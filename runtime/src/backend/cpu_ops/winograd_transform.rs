@@ -16,6 +16,8 @@
 //! comes next (the next tile row, written afterwards, or the row's padding; see
 //! [`input_tiles`]), and reads as many products.
 
+use super::Activation;
+
 /// Tiles per chunk of every row loop (one or two vector registers).
 pub const CHUNK: usize = 8;
 
@@ -496,26 +498,9 @@ fn output_tiles_body<const M: usize, const N: usize>(
             }
             interleave(M, phases, cw, tw, row);
             let dst = &mut out[(y - M * ty0) * g.ow..][..g.ow];
-            let row = &row[..g.ow];
-            match (epi.residual, epi.relu) {
-                (Some(res), relu) => {
-                    let res = &res[y * g.ow..][..g.ow];
-                    for ((d, &x), &r) in dst.iter_mut().zip(row).zip(res) {
-                        let s = x + epi.bias + r;
-                        *d = if relu { s.max(0.0) } else { s };
-                    }
-                }
-                (None, true) => {
-                    for (d, &x) in dst.iter_mut().zip(row) {
-                        *d = (x + epi.bias).max(0.0);
-                    }
-                }
-                (None, false) => {
-                    for (d, &x) in dst.iter_mut().zip(row) {
-                        *d = x + epi.bias;
-                    }
-                }
-            }
+            let residual = epi.residual.map(|res| &res[y * g.ow..][..g.ow]);
+            let act = if epi.relu { Activation::RELU } else { Activation::NONE };
+            super::gemm::store_body(dst, &row[..g.ow], epi.bias, residual, act);
         }
     }
 }
