@@ -140,12 +140,11 @@ impl WinogradConv {
             parallel::for_each(units, |unit| {
                 JOB_SCRATCH.with(|scratch| {
                     let JobScratch { v, m, rows } = &mut *scratch.borrow_mut();
-                    let layout = Layout::new(g, self.cin, segments(unit));
+                    let seg = segments(unit);
+                    let layout = Layout::new(g, self.cin, seg);
                     let v = grow(v, layout.v_len);
-                    let all = (0, self.cin);
-                    self.transform_input(g, input, segments(unit), all, &layout, v, rows);
-                    let panels = (0, panels);
-                    self.multiply(g, v, residual, shared, segments(unit), panels, m, rows);
+                    self.transform_input(g, input, seg, (0, self.cin), &layout, v, rows);
+                    self.multiply(g, v, residual, shared, seg, (0, panels), m, rows);
                 })
             });
             return;
@@ -304,7 +303,7 @@ impl Blocks {
     /// a job being rounded up to the micro-kernel's width.
     fn cost(g: &Geometry, cin: usize, n: usize) -> usize {
         let Blocks { rows, group, .. } = Blocks::new(g, cin, n);
-        let columns = (group * rows.min(g.th) * g.tw).next_multiple_of(LANES);
+        let columns = (group * rows * g.tw).next_multiple_of(LANES);
         g.tile.products() * columns * g.th.div_ceil(rows) / group
     }
 }

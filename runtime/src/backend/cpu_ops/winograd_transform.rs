@@ -201,10 +201,7 @@ pub struct Scratch {
 
 impl Scratch {
     fn take(&mut self, n: usize) -> &mut [f32] {
-        if self.rows.len() < n {
-            self.rows.resize(n, 0.0);
-        }
-        &mut self.rows[..n]
+        super::scratch::grow(&mut self.rows, n)
     }
 }
 
