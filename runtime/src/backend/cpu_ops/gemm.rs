@@ -85,7 +85,6 @@ pub(super) fn store_body(
             }
         }
     }
-    // Not applied when there is no clamp: `max(NaN, -∞)` would turn a NaN into `-∞`.
     if act != super::Activation::NONE {
         dst.iter_mut().for_each(|d| *d = act.apply(*d));
     }

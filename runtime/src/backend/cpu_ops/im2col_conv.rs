@@ -7,6 +7,7 @@
 //! multiplies it by the packed weights with the [`gemm`] micro-kernel. This is where tract is
 //! slowest on ResNet-class trunks: the 7×7 stride-2 stem and the stride-2 3×3 convolutions.
 
+use super::copy::{copy_row, zero_row};
 use super::gemm::{self, LANES, MR};
 use super::parallel::{self, SharedOut};
 use super::scratch::grow;
@@ -205,11 +206,11 @@ fn gather_body(
                         let (pl, first) = (s.pads[1], ox0 * sw + kx);
                         let lo = pl.saturating_sub(first).div_ceil(sw).min(run);
                         let hi = (w + pl).saturating_sub(first).div_ceil(sw).clamp(lo, run);
-                        dst[..lo].fill(0.0);
-                        dst[hi..].fill(0.0);
+                        zero_row(&mut dst[..lo]);
+                        zero_row(&mut dst[hi..]);
                         let start = first + lo * sw - pl;
                         if sw == 1 {
-                            dst[lo..hi].copy_from_slice(&src[start..][..hi - lo]);
+                            copy_row(&mut dst[lo..hi], &src[start..][..hi - lo]);
                         } else {
                             for (j, d) in dst[lo..hi].iter_mut().enumerate() {
                                 *d = src[start + j * sw];

@@ -16,6 +16,7 @@
 //! [`LoadOptions::own_cpu_ops(false)`](crate::LoadOptions::own_cpu_ops)) runs tract's ops only;
 //! `HYDRANT_CPU_ISA=portable|avx2|avx512` caps the kernel choice (for comparisons and tests).
 
+mod copy;
 pub mod depthwise;
 pub mod fuse;
 pub(crate) mod gemm;
@@ -77,10 +78,16 @@ impl Activation {
     /// `min(max(x, 0), 6)`.
     pub const RELU6: Activation = Activation { lo: 0.0, hi: 6.0 };
 
-    /// `x` clamped.
+    /// `x` clamped; a NaN stays NaN. Written as selects, which compile to one `maxps` and one
+    /// `minps` (`f32::max` would drop the NaN and need a compare and a blend).
     #[inline(always)]
     pub fn apply(self, x: f32) -> f32 {
-        x.max(self.lo).min(self.hi)
+        let x = if self.lo > x { self.lo } else { x };
+        if self.hi < x {
+            self.hi
+        } else {
+            x
+        }
     }
 }
 
@@ -130,4 +137,26 @@ pub(crate) fn enabled(option: Option<bool>) -> bool {
     option.unwrap_or_else(|| {
         !matches!(std::env::var("HYDRANT_CPU_OPS").as_deref(), Ok("off" | "0" | "false"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Activation;
+
+    #[test]
+    fn clamps_keep_nan_and_infinities_where_they_apply() {
+        for act in [Activation::NONE, Activation::RELU, Activation::RELU6] {
+            assert!(act.apply(f32::NAN).is_nan(), "{act:?}");
+        }
+        let none = Activation::NONE;
+        assert_eq!(
+            (none.apply(f32::NEG_INFINITY), none.apply(f32::INFINITY)),
+            (f32::NEG_INFINITY, f32::INFINITY)
+        );
+        assert_eq!(
+            (Activation::RELU.apply(-3.0), Activation::RELU.apply(f32::INFINITY)),
+            (0.0, f32::INFINITY)
+        );
+        assert_eq!((Activation::RELU6.apply(-0.5), Activation::RELU6.apply(6.5)), (0.0, 6.0));
+    }
 }

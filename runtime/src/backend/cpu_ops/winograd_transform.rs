@@ -16,6 +16,7 @@
 //! comes next (the next tile row, written afterwards, or the row's padding; see
 //! [`input_tiles`]), and reads as many products.
 
+use super::copy::copy_row;
 use super::Activation;
 
 /// Tiles per chunk of every row loop (one or two vector registers).
@@ -402,6 +403,9 @@ fn input_tiles_body<const M: usize, const N: usize>(
     let buf = scratch.take(wp + rows * M * pw + N * M * pw);
     let (padded, rest) = buf.split_at_mut(wp);
     let (split, combined) = rest.split_at_mut(rows * M * pw);
+    // Only the columns `pad_left..pad_left + w` of `padded` are written below: the padding
+    // around them stays zero.
+    padded.fill(0.0);
     for ci in 0..cin {
         let src = &input[ci * plane..][..plane];
         for (k, phases) in split.chunks_exact_mut(M * pw).enumerate() {
@@ -410,9 +414,8 @@ fn input_tiles_body<const M: usize, const N: usize>(
                 phases.fill(0.0);
                 continue;
             }
-            padded.fill(0.0);
             let len = g.w.min(wp - g.pad_left);
-            padded[g.pad_left..][..len].copy_from_slice(&src[y as usize * g.w..][..len]);
+            copy_row(&mut padded[g.pad_left..][..len], &src[y as usize * g.w..][..len]);
             deinterleave(M, padded, phases, pw);
         }
         for ty in ty0..ty1 {
