@@ -2,16 +2,27 @@
 //!
 //! One call computes an `MR × (16·nv)` block `c = u · v` over `k`: `u` is a packed panel of `MR`
 //! rows (`u[k·MR + r]`), `v` holds `k` rows of at least `16·nv` contiguous values (row stride
-//! `v_stride`), `c` receives `MR` rows of `16·nv` values (row stride `c_stride`), overwritten.
+//! `v_stride`). [`panel`] writes the block to `c` as it is; [`panel_into`] stores it into an
+//! output tensor through the convolutions' epilogue (bias, residual, clamp), from the
+//! accumulators where the ISA allows (AVX-512: masked stores, no scratch round trip).
 //! Three implementations compute the same sums: AVX-512F, AVX2+FMA (x86_64, chosen at run time)
 //! and a portable one written to auto-vectorise on any target (aarch64 NEON included).
 
-use super::Isa;
+use super::parallel::SharedOut;
+use super::{Activation, Isa};
 
 /// Rows of a packed `u` panel (output channels per kernel call).
 pub const MR: usize = 8;
 /// Columns per vector unit of the kernel (`nv` units per call).
 pub const LANES: usize = 16;
+
+/// Panics unless `u` and `v` hold what a call over `k` with `nv` units reads.
+fn check_operands(k: usize, u: &[f32], v: &[f32], v_stride: usize, nv: usize) {
+    let width = LANES * nv;
+    assert!((1..=2).contains(&nv) && k > 0);
+    assert!(u.len() >= k * MR && v_stride >= width);
+    assert!(v.len() >= (k - 1) * v_stride + width);
+}
 
 /// `c[r·c_stride + j] = Σ_kk u[kk·MR + r] · v[kk·v_stride + j]` for `r < MR`, `j < 16·nv`.
 ///
@@ -28,9 +39,8 @@ pub fn panel(
     c_stride: usize,
 ) {
     let width = LANES * nv;
-    assert!((1..=2).contains(&nv) && k > 0);
-    assert!(u.len() >= k * MR && v_stride >= width && c_stride >= width);
-    assert!(v.len() >= (k - 1) * v_stride + width && c.len() >= (MR - 1) * c_stride + width);
+    check_operands(k, u, v, v_stride, nv);
+    assert!(c_stride >= width && c.len() >= (MR - 1) * c_stride + width);
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `Isa::Avx512` is only handed out where the CPU has AVX-512F
@@ -48,6 +58,73 @@ pub fn panel(
             x86::avx2(k, u.as_ptr(), v.as_ptr(), v_stride, nv, c.as_mut_ptr(), c_stride)
         },
         _ => portable(k, u, v, v_stride, nv, c, c_stride),
+    }
+}
+
+/// Where [`panel_into`] stores its block, and the epilogue applied on the way: row
+/// `r < bias.len()` of the block goes to `out[at + r·stride..][..n]` as
+/// `act(Σ + bias[r] (+ residual[at + r·stride..][..n]))`.
+#[derive(Clone, Copy)]
+pub struct Dest<'a> {
+    /// The output tensor.
+    pub out: SharedOut,
+    /// Position of the block's first value in `out` (and in `residual`).
+    pub at: usize,
+    /// Distance between consecutive rows of the block in `out`.
+    pub stride: usize,
+    /// Values stored per row (`1..=16·nv`).
+    pub n: usize,
+    /// One bias per stored row (`1..=MR` rows).
+    pub bias: &'a [f32],
+    /// A tensor laid out as `out`, added before the clamp.
+    pub residual: Option<&'a [f32]>,
+    /// The clamp applied last.
+    pub act: Activation,
+}
+
+/// The block of [`panel`] stored through `dest`'s epilogue. `c` is scratch for ISAs whose
+/// kernel does not store from its accumulators (`MR × 16·nv` values).
+///
+/// Panics if a slice is too short or `dest` reaches past the output or the residual.
+///
+/// # Safety
+/// No other thread may access the output positions `dest` names while this runs.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn panel_into(
+    isa: Isa,
+    k: usize,
+    u: &[f32],
+    v: &[f32],
+    v_stride: usize,
+    nv: usize,
+    c: &mut [f32],
+    dest: Dest<'_>,
+) {
+    let rows = dest.bias.len();
+    check_operands(k, u, v, v_stride, nv);
+    assert!((1..=MR).contains(&rows) && (1..=LANES * nv).contains(&dest.n));
+    let span = (rows - 1) * dest.stride + dest.n;
+    let out = dest.out.span(dest.at, span);
+    if let Some(res) = dest.residual {
+        assert!(dest.at + span <= res.len(), "residual shorter than the output");
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX-512F is there (`Isa::available`); the asserts above bound every read of
+        // `u`, `v` and the residual and every write (`span` values from `out`), which the
+        // caller owns.
+        Isa::Avx512 => unsafe {
+            let (u, v) = (u.as_ptr(), v.as_ptr());
+            match nv {
+                1 => x86::avx512_into::<1>(k, u, v, v_stride, out, &dest),
+                _ => x86::avx512_into::<2>(k, u, v, v_stride, out, &dest),
+            }
+        },
+        _ => {
+            let width = LANES * nv;
+            panel(isa, k, u, v, v_stride, nv, c, width);
+            store_block(isa, c, width, out, dest);
+        }
     }
 }
 
@@ -71,7 +148,7 @@ pub(super) fn store_body(
     src: &[f32],
     bias: f32,
     residual: Option<&[f32]>,
-    act: super::Activation,
+    act: Activation,
 ) {
     match residual {
         Some(res) => {
@@ -85,20 +162,28 @@ pub(super) fn store_body(
             }
         }
     }
-    if act != super::Activation::NONE {
+    if act != Activation::NONE {
         dst.iter_mut().for_each(|d| *d = act.apply(*d));
     }
 }
 
+/// Rows `r < dest.bias.len()` of `c` (row stride `c_stride`) stored at `out + r·dest.stride`
+/// through the epilogue ([`store_body`]).
+#[inline(always)]
+fn store_block_body(c: &[f32], c_stride: usize, out: *mut f32, dest: Dest<'_>) {
+    for (r, &bias) in dest.bias.iter().enumerate() {
+        let at = r * dest.stride;
+        // SAFETY: `panel_into` checked that the block's rows lie inside the output, which its
+        // caller owns while this runs.
+        let dst = unsafe { std::slice::from_raw_parts_mut(out.add(at), dest.n) };
+        let res = dest.residual.map(|res| &res[dest.at + at..][..dest.n]);
+        store_body(dst, &c[r * c_stride..][..dest.n], bias, res, dest.act);
+    }
+}
+
 super::multiversion! {
-    /// [`store_body`] compiled for `isa`.
-    pub fn store(
-        dst: &mut [f32],
-        src: &[f32],
-        bias: f32,
-        residual: Option<&[f32]>,
-        act: super::Activation,
-    ) => store_body
+    /// [`store_block_body`] compiled for `isa`.
+    fn store_block(c: &[f32], c_stride: usize, out: *mut f32, dest: Dest<'_>) => store_block_body
 }
 
 /// The portable kernel: `MR × 16` blocks of plain arrays that compilers vectorise.
@@ -143,19 +228,18 @@ fn fma(a: f32, b: f32, c: f32) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{LANES, MR};
+    use super::{Dest, LANES, MR};
     use std::arch::x86_64::*;
 
     /// AVX-512F: `MR × NV` zmm accumulators, `v` loaded once per `kk`, `u` broadcast.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn avx512<const NV: usize>(
+    #[inline]
+    unsafe fn accumulate<const NV: usize>(
         k: usize,
         u: *const f32,
         v: *const f32,
         v_stride: usize,
-        c: *mut f32,
-        c_stride: usize,
-    ) {
+    ) -> [[__m512; NV]; MR] {
         let mut acc = [[_mm512_setzero_ps(); NV]; MR];
         for kk in 0..k {
             let vp = v.add(kk * v_stride);
@@ -171,9 +255,58 @@ mod x86 {
                 }
             }
         }
+        acc
+    }
+
+    /// AVX-512F: the block stored to `c` as it is.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn avx512<const NV: usize>(
+        k: usize,
+        u: *const f32,
+        v: *const f32,
+        v_stride: usize,
+        c: *mut f32,
+        c_stride: usize,
+    ) {
+        let acc = accumulate::<NV>(k, u, v, v_stride);
         for (r, row) in acc.iter().enumerate() {
             for (j, a) in row.iter().enumerate() {
                 _mm512_storeu_ps(c.add(r * c_stride + LANES * j), *a);
+            }
+        }
+    }
+
+    /// AVX-512F: the block stored through `dest`'s epilogue straight from the accumulators,
+    /// the last vector of each row with a masked load and store; `out` is `dest.out` at
+    /// `dest.at`. The sums are those of [`super::store_body`], in the same order.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn avx512_into<const NV: usize>(
+        k: usize,
+        u: *const f32,
+        v: *const f32,
+        v_stride: usize,
+        out: *mut f32,
+        dest: &Dest<'_>,
+    ) {
+        let acc = accumulate::<NV>(k, u, v, v_stride);
+        let (lo, hi) = (_mm512_set1_ps(dest.act.lo), _mm512_set1_ps(dest.act.hi));
+        let mut masks = [0 as __mmask16; NV];
+        for (j, m) in masks.iter_mut().enumerate() {
+            let left = dest.n.saturating_sub(LANES * j).min(LANES);
+            *m = ((1u32 << left) - 1) as __mmask16;
+        }
+        let res = dest.residual.map(|r| r.as_ptr().add(dest.at));
+        for (r, (row, &bias)) in acc.iter().zip(dest.bias).enumerate() {
+            let b = _mm512_set1_ps(bias);
+            for (j, (a, &m)) in row.iter().zip(&masks).enumerate() {
+                let at = r * dest.stride + LANES * j;
+                let mut x = _mm512_add_ps(*a, b);
+                if let Some(res) = res {
+                    x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, res.add(at)));
+                }
+                // `max(lo, x)`, `min(hi, x)`: a NaN in `x` is kept, as in `Activation::apply`.
+                x = _mm512_min_ps(hi, _mm512_max_ps(lo, x));
+                _mm512_mask_storeu_ps(out.add(at), m, x);
             }
         }
     }
@@ -250,6 +383,68 @@ mod tests {
                         // k products of magnitude <= 1/4: f32 rounding stays far below 1e-5·k.
                         assert!((got - w).abs() <= 1e-6 * k as f64, "{isa:?} k={k} r={r} j={j}");
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn stores_through_the_epilogue_exactly_where_told_with_every_isa() {
+        let mut seed = 3u32;
+        let mut rnd = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        let (stride, at) = (45, 7);
+        // (k, nv, rows, n, residual, act): partial rows and columns, every clamp.
+        let cases = [
+            (5, 1, MR, 16, false, Activation::NONE),
+            (19, 2, 3, 21, true, Activation::RELU),
+            (64, 2, MR, 32, true, Activation::RELU6),
+            (2, 1, 1, 1, false, Activation::RELU6),
+            (33, 2, 7, 17, false, Activation::RELU),
+        ];
+        for (k, nv, rows, n, with_res, act) in cases {
+            let vs = LANES * nv + 2;
+            let u: Vec<f32> = (0..k * MR).map(|_| 4.0 * rnd()).collect();
+            let v: Vec<f32> = (0..k * vs).map(|_| 4.0 * rnd()).collect();
+            let bias: Vec<f32> = (0..rows).map(|_| rnd()).collect();
+            let len = at + (rows - 1) * stride + n + 9;
+            let res: Vec<f32> = (0..len).map(|_| 4.0 * rnd()).collect();
+            let want_sums = reference(k, &u, &v, vs, LANES * nv);
+            for isa in Isa::available() {
+                let mut out = vec![f32::NAN; len];
+                let mut c = vec![0f32; MR * LANES * nv];
+                let dest = Dest {
+                    out: SharedOut::new(&mut out),
+                    at,
+                    stride,
+                    n,
+                    bias: &bias,
+                    residual: with_res.then_some(&res[..]),
+                    act,
+                };
+                // SAFETY: one thread, `out` lives through the call.
+                unsafe { panel_into(isa, k, &u, &v, vs, nv, &mut c, dest) };
+                for (i, &got) in out.iter().enumerate() {
+                    let (r, j) = (
+                        (i as isize - at as isize).div_euclid(stride as isize),
+                        (i + stride - at % stride) % stride,
+                    );
+                    if i < at || r as usize >= rows || j >= n {
+                        assert!(got.is_nan(), "{isa:?} k={k}: position {i} written");
+                        continue;
+                    }
+                    let r = r as usize;
+                    let mut want = want_sums[r * LANES * nv + j] + bias[r] as f64;
+                    if with_res {
+                        want += res[i] as f64;
+                    }
+                    let want = want.max(act.lo as f64).min(act.hi as f64);
+                    assert!(
+                        (got as f64 - want).abs() <= 1e-5 * k as f64,
+                        "{isa:?} k={k} r={r} j={j}"
+                    );
                 }
             }
         }

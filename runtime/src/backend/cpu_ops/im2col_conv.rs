@@ -151,22 +151,18 @@ impl Im2colConv {
             let cols = (nv * LANES).min(n - t0);
             for p in ps.0..ps.1 {
                 let u = &self.weights.u[p * k * MR..][..k * MR];
-                gemm::panel(self.isa, k, u, &v[t0..], stride, nv, c, PANEL);
-                for r in 0..MR.min(self.shape.cout - p * MR) {
-                    let co = p * MR + r;
-                    let at = co * pixels + pix.0 + t0;
-                    // SAFETY: jobs own disjoint (channel, pixel range) pairs.
-                    let dst = unsafe { out.slice(at, cols) };
-                    let res = residual.map(|res| &res[at..][..cols]);
-                    gemm::store(
-                        self.isa,
-                        dst,
-                        &c[r * PANEL..][..cols],
-                        self.weights.bias[co],
-                        res,
-                        self.act,
-                    );
-                }
+                let rows = MR.min(self.shape.cout - p * MR);
+                let dest = gemm::Dest {
+                    out,
+                    at: p * MR * pixels + pix.0 + t0,
+                    stride: pixels,
+                    n: cols,
+                    bias: &self.weights.bias[p * MR..][..rows],
+                    residual,
+                    act: self.act,
+                };
+                // SAFETY: jobs own disjoint (channel, pixel range) pairs.
+                unsafe { gemm::panel_into(self.isa, k, u, &v[t0..], stride, nv, c, dest) };
             }
             t0 += nv * LANES;
         }

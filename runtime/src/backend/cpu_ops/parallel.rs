@@ -58,6 +58,14 @@ impl SharedOut {
         SharedOut { ptr: buf.as_mut_ptr(), len: buf.len() }
     }
 
+    /// A pointer to the `len` values from `start`, for kernels that write them with vector
+    /// stores; panics if they reach past the buffer. Writing through it is subject to the
+    /// rule of [`SharedOut::slice`].
+    pub fn span(&self, start: usize, len: usize) -> *mut f32 {
+        assert!(start + len <= self.len, "output range {start}+{len} beyond {}", self.len);
+        self.ptr.wrapping_add(start)
+    }
+
     /// The `len` values from `start`, as a slice.
     ///
     /// # Safety

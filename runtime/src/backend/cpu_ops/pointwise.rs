@@ -143,51 +143,21 @@ impl PointwiseConv {
                     Some(t) if t0 + width > pixels => (t, width),
                     _ => (&input[t0..], pixels),
                 };
-                gemm::panel(self.isa, k, u, v, v_stride, nv, c, PANEL);
                 let rows = MR.min(self.cout - p * MR);
-                let bias = &self.weights.bias[p * MR..][..rows];
-                let at = p * MR * pixels + t0;
-                store_tile(self.isa, c, bias, n, out, at, pixels, residual, self.act);
+                let dest = gemm::Dest {
+                    out,
+                    at: p * MR * pixels + t0,
+                    stride: pixels,
+                    n,
+                    bias: &self.weights.bias[p * MR..][..rows],
+                    residual,
+                    act: self.act,
+                };
+                // SAFETY: jobs own disjoint (channel, column range) pairs.
+                unsafe { gemm::panel_into(self.isa, k, u, v, v_stride, nv, c, dest) };
             }
         }
     }
-}
-
-/// The epilogue of one kernel call: row `r < bias.len()` of `c` (`n` values) stored at
-/// `out[at + r·pixels..]` as `act(c + bias[r] (+ residual))`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn store_tile_body(
-    c: &[f32],
-    bias: &[f32],
-    n: usize,
-    out: SharedOut,
-    at: usize,
-    pixels: usize,
-    residual: Option<&[f32]>,
-    act: Activation,
-) {
-    for (r, &b) in bias.iter().enumerate() {
-        let at = at + r * pixels;
-        // SAFETY: jobs own disjoint (channel, column range) pairs.
-        let dst = unsafe { out.slice(at, n) };
-        let res = residual.map(|res| &res[at..][..n]);
-        gemm::store_body(dst, &c[r * PANEL..][..n], b, res, act);
-    }
-}
-
-super::multiversion! {
-    /// [`store_tile_body`] compiled for `isa`.
-    fn store_tile(
-        c: &[f32],
-        bias: &[f32],
-        n: usize,
-        out: SharedOut,
-        at: usize,
-        pixels: usize,
-        residual: Option<&[f32]>,
-        act: Activation,
-    ) => store_tile_body
 }
 
 thread_local! {
