@@ -31,6 +31,9 @@ pub struct Args {
     /// Also print a per-node profile of one full run (time per op type and the slowest nodes).
     #[arg(long)]
     profile: bool,
+    /// How many of the slowest nodes the profile lists.
+    #[arg(long, default_value_t = 12)]
+    slowest: usize,
     /// Python interpreter with onnxruntime (default: .venv/bin/python if present, else python3).
     #[arg(long)]
     python: Option<PathBuf>,
@@ -146,7 +149,7 @@ pub fn main(args: Args) -> hydrant::Result<()> {
         );
     }
     if args.profile {
-        print_profile(&model.profile(&inputs, iters)?);
+        print_profile(&model.profile(&inputs, iters)?, args.slowest);
     }
     let mut rows: Vec<(String, f64)> = vec![("full graph: trunk once + all heads".into(), full)];
     for h in heads.iter().filter(|_| !args.full_only) {
@@ -197,8 +200,8 @@ pub fn main(args: Args) -> hydrant::Result<()> {
     Ok(())
 }
 
-/// Prints the time per op type and the 12 slowest nodes of a profile.
-fn print_profile(times: &[hydrant::NodeTime]) {
+/// Prints the time per op type and the `slowest` slowest nodes of a profile.
+fn print_profile(times: &[hydrant::NodeTime], slowest: usize) {
     let total: f64 = times.iter().map(|t| t.ms).sum();
     let mut by_op: Vec<(String, f64, usize)> = Vec::new();
     for t in times {
@@ -218,7 +221,7 @@ fn print_profile(times: &[hydrant::NodeTime]) {
     let mut slow: Vec<&hydrant::NodeTime> = times.iter().collect();
     slow.sort_by(|a, b| b.ms.total_cmp(&a.ms));
     println!("  slowest nodes:");
-    for t in slow.iter().take(12) {
+    for t in slow.iter().take(slowest) {
         println!("  {:>9.3} ms  {:<24} {}", t.ms, t.op, t.node);
     }
     println!();

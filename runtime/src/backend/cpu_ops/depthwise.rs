@@ -2,7 +2,8 @@
 //! or CHW (batch 1, as tract's declutter leaves it) f32, with its bias and a clamp (ReLU, ReLU6
 //! or none) in one op: MobileNet's middle layers.
 //!
-//! A job computes whole channel planes, each in bands of output rows whose scratch stays in the
+//! Narrow planes (and, with AVX-512, stride 2) run with 16 channels side by side in vector lanes
+//! ([`depthwise_lanes`]). Otherwise a job computes whole channel planes, each in bands of output rows whose scratch stays in the
 //! L1 cache. A band's input rows are first copied into zero-padded scratch rows (for stride 2
 //! into their four row/column parity phases), so that every output is nine multiply-adds at
 //! fixed offsets from one running index: one unit-stride loop over the band that vectorises,
@@ -13,6 +14,7 @@
 //! tests bound the difference to tract's own op by 1e-5 of the output's largest magnitude.
 
 use super::copy::copy_row;
+use super::depthwise_lanes::{self, GroupWeights, Lanes, GROUP};
 use super::parallel::{self, SharedOut};
 use super::scratch::grow;
 use super::{Activation, Isa};
@@ -167,6 +169,22 @@ impl DepthwiseConv {
     /// `images × channels × oh × ow`.
     fn run(&self, (h, w): (usize, usize), images: usize, input: &[f32], out: &mut [f32]) {
         let Some((oh, ow)) = self.out_hw(h, w) else { return };
+        if lanes_win(self.isa, self.stride, ow) {
+            self.run_lanes((h, w), (oh, ow), images, input, out)
+        } else {
+            self.run_rows((h, w), (oh, ow), images, input, out)
+        }
+    }
+
+    /// [`DepthwiseConv::run`] as row sweeps, channel by channel.
+    fn run_rows(
+        &self,
+        (h, w): (usize, usize),
+        (oh, ow): (usize, usize),
+        images: usize,
+        input: &[f32],
+        out: &mut [f32],
+    ) {
         let geo = Plane::new((h, w), (oh, ow), self.stride, self.pads[0], self.pads[1]);
         let planes = images * self.channels;
         let threads = parallel::threads();
@@ -190,6 +208,52 @@ impl DepthwiseConv {
             })
         });
     }
+
+    /// [`DepthwiseConv::run`] for narrow planes: groups of 16 channels, one per vector lane
+    /// ([`depthwise_lanes`]).
+    fn run_lanes(
+        &self,
+        (h, w): (usize, usize),
+        (oh, ow): (usize, usize),
+        images: usize,
+        input: &[f32],
+        out: &mut [f32],
+    ) {
+        let (stride, pad_top, pad_left) = (self.stride, self.pads[0], self.pads[1]);
+        let geo = Lanes { h, w, oh, ow, stride, pad_top, pad_left };
+        let per_image = self.channels.div_ceil(GROUP);
+        let groups = images * per_image;
+        let threads = parallel::threads();
+        let jobs = if threads == 1 { 1 } else { groups.min(4 * threads) };
+        let shared = SharedOut::new(out);
+        parallel::for_each(jobs, |job| {
+            SCRATCH.with(|scratch| {
+                let scratch = &mut *scratch.borrow_mut();
+                let scratch = grow(scratch, geo.scratch_len());
+                scratch[..geo.zeroed_len()].fill(0.0);
+                for g in job * groups / jobs..(job + 1) * groups / jobs {
+                    let (image, c0) = (g / per_image, g % per_image * GROUP);
+                    let n = GROUP.min(self.channels - c0);
+                    let weights = GroupWeights::new(&self.weights.k, &self.weights.bias, c0, n);
+                    let first = image * self.channels + c0;
+                    let src = &input[first * h * w..][..n * h * w];
+                    // SAFETY: jobs own disjoint channel groups.
+                    let dst = unsafe { shared.slice(first * oh * ow, n * oh * ow) };
+                    depthwise_lanes::group(self.isa, &geo, src, &weights, self.act, dst, scratch);
+                }
+            })
+        });
+    }
+}
+
+/// Whether channels in vector lanes ([`depthwise_lanes`]) beat row sweeps for this ISA,
+/// stride and output width. Measured with `hydrant bench-ops --only dw --cpu-time` on
+/// MobileNet-V2's shapes (Zen 4): the lanes win on planes up to 14 wide with every ISA (about
+/// 1.5–2.5× on 7×7 and 14×14) and lose on wider ones (2–3× slower at 112, portable), except
+/// with AVX-512, whose copies are register transposes: there stride 2 wins at every width
+/// (1.1–1.6×), and stride 1 ties at 28 and 56.
+fn lanes_win(isa: Isa, stride: usize, ow: usize) -> bool {
+    ow <= 14 || (isa == Isa::Avx512 && stride == 2)
 }
 
 thread_local! {
@@ -470,6 +534,34 @@ mod tests {
                 assert_eq!(pair.replaced, 1, "{c:?}");
                 let err = pair.relative_error().unwrap();
                 assert!(err <= BOUND, "{c:?} {isa:?}: relative error {err:e}");
+            }
+        }
+    }
+
+    #[test]
+    fn lanes_and_row_sweeps_give_identical_outputs() {
+        let (h, w, channels) = (11, 23, 21);
+        let mut seed = 5u32;
+        let mut rnd = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        let k: Vec<f32> = (0..channels * 9).map(|_| rnd()).collect();
+        let bias: Vec<f32> = (0..channels).map(|_| rnd()).collect();
+        let input: Vec<f32> = (0..2 * channels * h * w).map(|_| rnd()).collect();
+        for (stride, pads) in [(1, [1, 1, 1, 1]), (2, [0, 1, 2, 0]), (1, [2, 0, 0, 2])] {
+            for isa in Isa::available() {
+                let act = Activation::RELU6;
+                let op =
+                    DepthwiseConv::new(&k, Some(&bias), channels, stride, pads, act, isa).unwrap();
+                let (oh, ow) = op.out_hw(h, w).unwrap();
+                let mut rows = vec![f32::NAN; 2 * channels * oh * ow];
+                let mut lanes = rows.clone();
+                op.run_rows((h, w), (oh, ow), 2, &input, &mut rows);
+                op.run_lanes((h, w), (oh, ow), 2, &input, &mut lanes);
+                assert!(rows.iter().all(|x| (0.0..=6.0).contains(x)), "{isa:?}: not all written");
+                // The same products summed in the same order: equal to the bit.
+                assert_eq!(rows, lanes, "{isa:?} stride {stride} pads {pads:?}");
             }
         }
     }

@@ -18,6 +18,7 @@
 
 mod copy;
 pub mod depthwise;
+mod depthwise_lanes;
 pub mod fuse;
 pub(crate) mod gemm;
 pub mod im2col_conv;
