@@ -63,7 +63,7 @@ fn cases() -> Vec<(&'static str, ConvCase)> {
     ]
 }
 
-/// MobileNet-V2's depthwise convolutions at 224×224 input, with the ReLU6 after them, and its
+/// MobileNet-V2's stem and depthwise convolutions at 224×224 input, with the ReLU6 after them, and its
 /// 1×1 convolutions (PointwiseConv): expansions with ReLU6, projections with the residual `Add`
 /// where the block has one.
 fn mobilenet_cases() -> Vec<(&'static str, ConvCase)> {
@@ -91,7 +91,9 @@ fn mobilenet_cases() -> Vec<(&'static str, ConvCase)> {
         relu6: true,
         depthwise: true,
     };
+    let stem = ConvCase { cin: 3, cout: 32, hw: (224, 224), depthwise: false, ..dw(3, 224, 2) };
     vec![
+        ("mb stem 3x3/2 relu6", stem),
         ("mb dw32 112/1 relu6", dw(32, 112, 1)),
         ("mb dw96 112/2 relu6", dw(96, 112, 2)),
         ("mb dw144 56/1 relu6", dw(144, 56, 1)),

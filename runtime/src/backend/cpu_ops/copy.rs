@@ -83,6 +83,19 @@ fn chunk<const N: usize>(dst: &mut [f32], src: &[f32]) {
     *d = *s;
 }
 
+/// `dst[i] = src[2i]` (`src` holds at least `2·dst.len() - 1` values): pairs, which vectorise
+/// as shuffles, and the last value alone.
+#[inline(always)]
+pub(crate) fn every_other(dst: &mut [f32], src: &[f32]) {
+    let pairs = (src.len() / 2).min(dst.len());
+    for (d, pair) in dst.iter_mut().zip(src.chunks_exact(2)) {
+        *d = pair[0];
+    }
+    if let Some(d) = dst.get_mut(pairs) {
+        *d = src[2 * pairs];
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +111,20 @@ mod tests {
             zero_row(&mut dst[1..n + 1]);
             assert!(dst[1..n + 1].iter().all(|&x| x == 0.0), "length {n} not zeroed");
             assert_eq!((dst[0], dst[n + 1]), (-1.0, -1.0), "length {n} zeroed outside");
+        }
+    }
+
+    #[test]
+    fn every_other_takes_the_even_values_from_exact_and_longer_sources() {
+        for n in 1..40 {
+            for extra in 0..3 {
+                let src: Vec<f32> = (0..2 * n - 1 + extra).map(|i| i as f32).collect();
+                let mut dst = vec![-1f32; n + 1];
+                every_other(&mut dst[..n], &src);
+                let want: Vec<f32> = (0..n).map(|i| 2.0 * i as f32).collect();
+                assert_eq!(&dst[..n], &want[..], "length {n}, {extra} extra");
+                assert_eq!(dst[n], -1.0, "length {n} wrote outside");
+            }
         }
     }
 }

@@ -13,7 +13,7 @@
 //! Error: each output sums the same nine products as a direct convolution, in a fixed order;
 //! tests bound the difference to tract's own op by 1e-5 of the output's largest magnitude.
 
-use super::copy::copy_row;
+use super::copy::{copy_row, every_other};
 use super::depthwise_lanes::{self, GroupWeights, Lanes, GROUP};
 use super::parallel::{self, SharedOut};
 use super::scratch::grow;
@@ -400,18 +400,6 @@ fn fill_planes(geo: &Plane, src: &[f32], oy0: usize, planes: &mut [f32]) {
                 every_other(&mut row[lo..hi], &src[iy * w + first..(iy + 1) * w]);
             }
         }
-    }
-}
-
-/// `dst[i] = src[2i]` (`src` holds at least `2·dst.len() - 1` values).
-#[inline(always)]
-fn every_other(dst: &mut [f32], src: &[f32]) {
-    let pairs = (src.len() / 2).min(dst.len());
-    for (d, pair) in dst.iter_mut().zip(src.chunks_exact(2)) {
-        *d = pair[0];
-    }
-    if let Some(d) = dst.get_mut(pairs) {
-        *d = src[2 * pairs];
     }
 }
 

@@ -7,7 +7,7 @@
 //! multiplies it by the packed weights with the [`gemm`] micro-kernel. This is where tract is
 //! slowest on ResNet-class trunks: the 7×7 stride-2 stem and the stride-2 3×3 convolutions.
 
-use super::copy::{copy_row, zero_row};
+use super::copy::{copy_row, every_other, zero_row};
 use super::gemm::{self, LANES, MR};
 use super::parallel::{self, SharedOut};
 use super::scratch::grow;
@@ -205,12 +205,14 @@ fn gather_body(
                         zero_row(&mut dst[..lo]);
                         zero_row(&mut dst[hi..]);
                         let start = first + lo * sw - pl;
-                        if sw == 1 {
-                            copy_row(&mut dst[lo..hi], &src[start..][..hi - lo]);
-                        } else {
-                            for (j, d) in dst[lo..hi].iter_mut().enumerate() {
-                                *d = src[start + j * sw];
-                            }
+                        let (dst, src) = (&mut dst[lo..hi], &src[start..]);
+                        match sw {
+                            1 => copy_row(dst, &src[..dst.len()]),
+                            2 => every_other(dst, src),
+                            _ => dst
+                                .iter_mut()
+                                .zip(src.iter().step_by(sw))
+                                .for_each(|(d, &x)| *d = x),
                         }
                     }
                     p += run;
