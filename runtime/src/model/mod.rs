@@ -15,6 +15,7 @@ pub use io::{Features, Outputs};
 pub use options::{Device, LoadOptions, Precision, MAX_THREADS};
 
 use crate::backend::cpu::{self, CpuSegment, Fact};
+use crate::backend::cpu_ops::{parallel, spin_pool::SpinPool};
 use crate::backend::device;
 use crate::backend::profile::NodeTime;
 use crate::backend::rows::{self, Env};
@@ -61,6 +62,8 @@ pub struct Model {
     base_needs: BaseNeeds,
     layout: RwLock<Arc<Layout>>,
     executor: Executor,
+    /// The threads of hydrant's own CPU ops (more than one thread, own ops on).
+    ops_pool: Option<Arc<SpinPool>>,
     threads: usize,
     device: device::Choice,
     /// Whether batches may run as batch-1 rows (option, or the model has convolutions).
@@ -177,6 +180,9 @@ impl Model {
             base_needs,
             layout: RwLock::new(Arc::new(layout)),
             executor,
+            ops_pool: (threads > 1 && own_ops)
+                .then(|| SpinPool::new(threads).map(Arc::new))
+                .flatten(),
             threads,
             device: choice,
             rows_wanted,
@@ -626,8 +632,11 @@ impl Model {
         &self.base_split
     }
 
+    /// Runs `f` with the model's threads: tract's executor, and the spinning pool of
+    /// hydrant's own ops.
     fn scoped<R>(&self, f: impl FnOnce() -> R) -> R {
-        multithread_tract_scope(self.executor.clone(), f)
+        let ops_pool = self.ops_pool.as_ref();
+        parallel::with_pool(ops_pool, || multithread_tract_scope(self.executor.clone(), f))
     }
 
     fn check_inputs(&self, inputs: &[(&str, &Tensor)]) -> Result<HashMap<String, TValue>> {

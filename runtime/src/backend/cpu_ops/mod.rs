@@ -26,6 +26,7 @@ pub(crate) mod parallel;
 pub mod pointwise;
 pub mod probe;
 mod scratch;
+pub(crate) mod spin_pool;
 pub(crate) mod winograd;
 pub(crate) mod winograd_transform;
 

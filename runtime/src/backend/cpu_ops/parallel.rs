@@ -1,11 +1,40 @@
-//! Running independent jobs on the model's threads (tract's executor, so one pool serves both
-//! tract's ops and ours).
+//! Running independent jobs on the model's threads: its [`SpinPool`] where one is current
+//! ([`with_pool`]), else tract's executor.
 
+use super::spin_pool::SpinPool;
 use rayon::prelude::*;
+use std::cell::RefCell;
+use std::sync::Arc;
 use tract_linalg::multithread::{current_tract_executor, Executor};
 
-/// Threads the current executor offers.
+thread_local! {
+    static POOL: RefCell<Option<Arc<SpinPool>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with `pool` as this thread's pool for [`for_each`] (`None`: tract's executor).
+pub fn with_pool<R>(pool: Option<&Arc<SpinPool>>, f: impl FnOnce() -> R) -> R {
+    let previous = POOL.with(|p| p.replace(pool.cloned()));
+    // Restored also when `f` unwinds.
+    struct Restore(Option<Arc<SpinPool>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let previous = self.0.take();
+            POOL.with(|p| *p.borrow_mut() = previous);
+        }
+    }
+    let _restore = Restore(previous);
+    f()
+}
+
+fn current_pool() -> Option<Arc<SpinPool>> {
+    POOL.with(|p| p.borrow().clone())
+}
+
+/// Threads the current pool or executor offers.
 pub fn threads() -> usize {
+    if let Some(pool) = current_pool() {
+        return pool.threads();
+    }
     match current_tract_executor() {
         Executor::MultiThread(pool) => pool.current_num_threads(),
         Executor::RayonGlobal => rayon::current_num_threads(),
@@ -30,6 +59,9 @@ pub fn for_each(jobs: usize, f: impl Fn(usize) + Sync + Send) {
     if jobs <= 1 {
         (0..jobs).for_each(f);
         return;
+    }
+    if let Some(pool) = current_pool() {
+        return pool.for_each(jobs, &f);
     }
     match current_tract_executor() {
         Executor::MultiThread(pool) if pool.current_num_threads() > 1 => {
