@@ -314,7 +314,7 @@ fn plane(
 
 /// `a·b + c`, fused with `FMA` (compiled where the target has it), plain otherwise.
 #[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+pub(super) fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FMA {
         a.mul_add(b, c)
     } else {

@@ -9,6 +9,7 @@
 //! de-interleaved into the channels' output planes. Each output sums the same products in the
 //! same order as the row sweep.
 
+use super::depthwise::madd;
 use super::{Activation, Isa};
 
 /// Channels per group: the lanes of one AVX-512 vector (two AVX2 ones).
@@ -111,16 +112,6 @@ pub(super) fn group(
     }
     let _ = isa;
     group_body::<{ cfg!(target_arch = "aarch64") }>(geo, src, weights, act, dst, scratch)
-}
-
-/// `a·b + c`, fused with `FMA` (compiled where the target has it), plain otherwise.
-#[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA {
-        a.mul_add(b, c)
-    } else {
-        a * b + c
-    }
 }
 
 /// One group: `src` holds its channels' `h × w` input planes one after the other (1 to
