@@ -55,6 +55,15 @@ fn cases() -> Vec<(&'static str, ConvCase)> {
     };
     vec![
         ("stem 7x7/2 conv+relu", strided(3, 64, 224, 7)),
+        ("layer2 3x3/2 conv+relu", ConvCase { kernel: 3, pads: [1; 4], ..strided(64, 128, 56, 3) }),
+        (
+            "layer3 3x3/2 conv+relu",
+            ConvCase { kernel: 3, pads: [1; 4], ..strided(128, 256, 28, 3) },
+        ),
+        (
+            "layer4 3x3/2 conv+relu",
+            ConvCase { kernel: 3, pads: [1; 4], ..strided(256, 512, 14, 3) },
+        ),
         ("layer1 conv+relu", c(64, 56, false)),
         ("layer1 conv+add+relu", c(64, 56, true)),
         ("layer2 conv+add+relu", c(128, 28, true)),

@@ -301,11 +301,12 @@ fn conv_patch(model: &TypedModel, id: usize, isa: Isa) -> TractResult<Option<Typ
     let winograd = kernel_hw == (3, 3) && strides == (1, 1) && cin >= MIN_CHANNELS;
     // 1×1 convolutions are `patch_pointwise`'s (those it leaves, strided or padded, stay
     // with tract).
-    // Strided 3×3 convolutions with 64+ input channels stay with tract too: its packed matrix
-    // product beat ours on ResNet-18's (bench-ops: 1.2× less time; -0.9 ms a full run).
+    // Strided 3×3 convolutions with 128+ input channels stay with tract too: on one thread its
+    // packed matrix product beats ours on ResNet-18's (`bench-ops --only 3x3/2 --cpu-time`:
+    // 1.1× and 1.25× less time for 128 and 256 channels; ours takes 0.7× of its time for 64).
     let im2col = !winograd
         && kernel_hw != (1, 1)
-        && !(kernel_hw == (3, 3) && cin >= 64)
+        && !(kernel_hw == (3, 3) && cin >= 128)
         && cin * kernel_hw.0 * kernel_hw.1 >= MIN_CHANNELS;
     if !(winograd || im2col) || cout < MIN_CHANNELS || node.inputs.len() != 3 {
         return Ok(None);
