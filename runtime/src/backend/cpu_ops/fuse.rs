@@ -12,13 +12,14 @@
 
 use super::depthwise::DepthwiseConv;
 use super::im2col_conv::{ConvShape, Im2colConv};
+use super::maxpool::MaxPool2d;
 use super::pointwise::PointwiseConv;
 use super::winograd::{choose_tile, WinogradConv};
 use super::{Activation, Isa};
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cast::Cast;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PaddingSpec};
 use tract_onnx::tract_core::ops::math::{Add, Max, Min};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
@@ -28,7 +29,56 @@ const MIN_CHANNELS: usize = 16;
 /// Replaces every eligible convolution of `model` (decluttered, concrete shapes); returns how
 /// many were replaced. Ops it does not recognise are left to tract.
 pub fn patch(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
-    patch_convs(model, isa, conv_patch)
+    Ok(patch_convs(model, isa, conv_patch)? + patch_maxpools(model)?)
+}
+
+/// Replaces every 2-D f32 `MaxPool` without index output, dilation or a stride other than 1
+/// or 2 by a [`MaxPool2d`]; returns how many were replaced.
+fn patch_maxpools(model: &mut TypedModel) -> TractResult<usize> {
+    let pools: Vec<usize> =
+        model.nodes().iter().filter(|n| n.op_is::<MaxPool>()).map(|n| n.id).collect();
+    let mut replaced = 0;
+    for id in pools {
+        let node = model.node(id);
+        let Some(pool) = node.op_as::<MaxPool>() else { continue };
+        let spec = &pool.pool_spec;
+        let ones = |v: &Option<TVec<usize>>| v.as_ref().is_none_or(|v| v.iter().all(|&x| x == 1));
+        let stride = spec.strides.as_ref().map_or(1, |s| s[0]);
+        let rank = match spec.data_format {
+            DataFormat::NCHW => 4,
+            DataFormat::CHW => 3,
+            _ => continue,
+        };
+        let &[kh, kw] = spec.kernel_shape.as_slice() else { continue };
+        let pads = match &spec.padding {
+            PaddingSpec::Valid => [0; 4],
+            PaddingSpec::Explicit(b, a) if b.len() == 2 && a.len() == 2 => [b[0], b[1], a[0], a[1]],
+            _ => continue,
+        };
+        let x = model.outlet_fact(node.inputs[0])?;
+        let eligible = pool.with_index_outputs.is_none()
+            && ones(&spec.dilations)
+            && spec.strides.as_ref().is_none_or(|s| s.len() == 2 && s[0] == s[1])
+            && (1..=2).contains(&stride)
+            && pads[0].max(pads[2]) < kh
+            && pads[1].max(pads[3]) < kw
+            && x.datum_type == f32::datum_type()
+            && x.shape.as_concrete().is_some_and(|s| s.len() == rank);
+        if !eligible {
+            continue;
+        }
+        let op = MaxPool2d { kernel: (kh, kw), stride, pads };
+        let mut patch = TypedModelPatch::default();
+        let input = patch.tap_model(model, node.inputs[0])?;
+        let wire = patch.wire_node(format!("{}.hydrant", node.name), op, &[input])?[0];
+        patch.shunt_outside(model, OutletId::new(id, 0), wire)?;
+        patch.apply(model)?;
+        replaced += 1;
+    }
+    if replaced > 0 {
+        model.compact()?;
+    }
+    Ok(replaced)
 }
 
 /// Replaces every unpadded stride-1 1×1 convolution of `model` (typed, not yet decluttered,

@@ -6,7 +6,8 @@
 //! [`Im2colConv`](im2col_conv::Im2colConv) (other strides and kernels; not 1×1, nor strided 3×3
 //! with 128+ input channels, which tract computes faster). The rest of the graph is optimized by
 //! tract as before. 3×3 depthwise convolutions (stride 1 or 2) become
-//! a [`DepthwiseConv`](depthwise::DepthwiseConv), with a following ReLU or ReLU6 fused.
+//! a [`DepthwiseConv`](depthwise::DepthwiseConv), with a following ReLU or ReLU6 fused, and 2-D
+//! max poolings a [`MaxPool2d`](maxpool::MaxPool2d).
 //! [`patch_pointwise`] runs earlier, before tract's declutter, and replaces unpadded stride-1
 //! 1×1 convolutions (with a residual `Add` and ReLU/ReLU6 after them) by a
 //! [`PointwiseConv`](pointwise::PointwiseConv) (see [`fuse`] for why before declutter).
@@ -22,6 +23,7 @@ mod depthwise_lanes;
 pub mod fuse;
 pub(crate) mod gemm;
 pub mod im2col_conv;
+pub mod maxpool;
 pub(crate) mod parallel;
 pub mod pointwise;
 pub mod probe;
