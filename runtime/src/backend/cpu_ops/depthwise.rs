@@ -16,6 +16,7 @@
 use super::copy::{copy_row, every_other};
 use super::depthwise_lanes::{self, GroupWeights, Lanes, GROUP};
 use super::parallel::{self, SharedOut};
+use super::plane_op;
 use super::scratch::grow;
 use super::{Activation, Isa};
 use std::cell::RefCell;
@@ -423,37 +424,21 @@ impl EvalOp for DepthwiseConv {
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         ensure!(inputs.len() == 1, "DepthwiseConv: wrong input count");
-        let x = &inputs[0];
-        let rank = x.rank();
-        let (n, c, h, w) = match *x.shape() {
-            [n, c, h, w] => (n, c, h, w),
-            [c, h, w] => (1, c, h, w),
-            _ => bail!("DepthwiseConv: input is neither NCHW nor CHW: {:?}", x.shape()),
-        };
-        ensure!(c == self.channels, "DepthwiseConv: {c} channels, expected {}", self.channels);
-        let (oh, ow) = self.out_hw(h, w).with_context(|| format!("empty output for {h}×{w}"))?;
-        let x = x.try_as_plain_ram()?;
-        let x = x.as_slice::<f32>()?;
-        let shape: &[usize] = &[n, c, oh, ow];
-        // SAFETY: `run` writes every value before the tensor is read.
-        let mut out = unsafe { Tensor::uninitialized::<f32>(&shape[4 - rank..])? };
-        let mut view = out.try_as_plain_ram_mut()?;
-        self.run((h, w), n, x, view.as_slice_mut::<f32>()?);
-        Ok(tvec!(out.into_tvalue()))
+        let out_hw = |h, w| self.out_hw(h, w);
+        plane_op::eval(
+            "DepthwiseConv",
+            &inputs[0],
+            Some(self.channels),
+            &out_hw,
+            |hw, (n, _c), x, out| self.run(hw, n, x, out),
+        )
     }
 }
 
 impl TypedOp for DepthwiseConv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let s = &inputs[0].shape;
-        ensure!(matches!(s.rank(), 3 | 4), "DepthwiseConv: input is neither NCHW nor CHW");
-        let r = s.rank();
-        let (h, w) = (s[r - 2].to_usize()?, s[r - 1].to_usize()?);
-        let (oh, ow) = self.out_hw(h, w).context("empty output")?;
-        let mut out: TVec<TDim> = s.iter().cloned().collect();
-        out[r - 3] = self.channels.to_dim();
-        (out[r - 2], out[r - 1]) = (oh.to_dim(), ow.to_dim());
-        Ok(tvec!(f32::fact(out)))
+        let out_hw = |h, w| self.out_hw(h, w);
+        plane_op::output_facts("DepthwiseConv", inputs[0], Some(self.channels), &out_hw)
     }
 
     as_op!();

@@ -50,11 +50,7 @@ fn patch_maxpools(model: &mut TypedModel) -> TractResult<usize> {
             _ => continue,
         };
         let &[kh, kw] = spec.kernel_shape.as_slice() else { continue };
-        let pads = match &spec.padding {
-            PaddingSpec::Valid => [0; 4],
-            PaddingSpec::Explicit(b, a) if b.len() == 2 && a.len() == 2 => [b[0], b[1], a[0], a[1]],
-            _ => continue,
-        };
+        let Some(pads) = explicit_pads(&spec.padding) else { continue };
         let x = model.outlet_fact(node.inputs[0])?;
         let eligible = pool.with_index_outputs.is_none()
             && ones(&spec.dilations)
@@ -296,12 +292,7 @@ fn depthwise_patch(
         && conv.q_params.is_none()
         && conv.kernel_fmt == KernelFormat::OIHW
         && node.inputs.len() == 3;
-    let pads = match &spec.padding {
-        _ if !eligible => return Ok(None),
-        PaddingSpec::Valid => [0; 4],
-        PaddingSpec::Explicit(b, a) if b.len() == 2 && a.len() == 2 => [b[0], b[1], a[0], a[1]],
-        _ => return Ok(None),
-    };
+    let Some(pads) = explicit_pads(&spec.padding).filter(|_| eligible) else { return Ok(None) };
     let x = model.outlet_fact(node.inputs[0])?;
     if pads.iter().any(|&p| p > 2)
         || x.datum_type != f32::datum_type()
@@ -326,6 +317,17 @@ fn depthwise_patch(
     let wire = patch.wire_node(format!("{}.hydrant", node.name), op, &[input])?[0];
     patch.shunt_outside(model, last, wire)?;
     Ok(Some(patch))
+}
+
+/// 2-D padding as top, left, bottom, right, when given explicitly (or none).
+fn explicit_pads(padding: &PaddingSpec) -> Option<[usize; 4]> {
+    match padding {
+        PaddingSpec::Valid => Some([0; 4]),
+        PaddingSpec::Explicit(b, a) if b.len() == 2 && a.len() == 2 => {
+            Some([b[0], b[1], a[0], a[1]])
+        }
+        _ => None,
+    }
 }
 
 /// A bias constant of one or `n` values, as `n` values.

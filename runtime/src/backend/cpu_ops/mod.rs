@@ -25,6 +25,7 @@ pub(crate) mod gemm;
 pub mod im2col_conv;
 pub mod maxpool;
 pub(crate) mod parallel;
+mod plane_op;
 pub mod pointwise;
 pub mod probe;
 mod scratch;
