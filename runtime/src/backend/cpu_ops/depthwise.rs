@@ -2,13 +2,14 @@
 //! or CHW (batch 1, as tract's declutter leaves it) f32, with its bias and a clamp (ReLU, ReLU6
 //! or none) in one op: MobileNet's middle layers.
 //!
-//! Narrow planes (and, with AVX-512, stride 2) run with 16 channels side by side in vector lanes
-//! ([`depthwise_lanes`]). Otherwise a job computes whole channel planes, each in bands of output rows whose scratch stays in the
-//! L1 cache. A band's input rows are first copied into zero-padded scratch rows (for stride 2
-//! into their four row/column parity phases), so that every output is nine multiply-adds at
-//! fixed offsets from one running index: one unit-stride loop over the band that vectorises,
-//! whatever the width. The same code is compiled for AVX-512F, for AVX2+FMA and portably (chosen at
-//! run time; the portable one is what aarch64 runs, with NEON).
+//! Narrow planes (and, with AVX-512, stride 2) run with 16 channels side by side in vector
+//! lanes ([`depthwise_lanes`]). Otherwise a job computes whole channel planes, each in bands of
+//! output rows whose scratch stays in the L1 cache. A band's input rows are first copied into
+//! zero-padded scratch rows (for stride 2 into their four row/column parity phases), so that
+//! every output is nine multiply-adds at fixed offsets from one running index: one unit-stride
+//! loop over the band that vectorises, whatever the width. The same code is compiled for
+//! AVX-512F, for AVX2+FMA and portably (chosen at run time; the portable one is what aarch64
+//! runs, with NEON).
 //!
 //! Error: each output sums the same nine products as a direct convolution, in a fixed order;
 //! tests bound the difference to tract's own op by 1e-5 of the output's largest magnitude.
@@ -29,6 +30,8 @@ struct Weights {
     /// `k[c·9 + ky·3 + kx]`.
     k: Vec<f32>,
     bias: Vec<f32>,
+    /// The same weights by groups of [`GROUP`] channels, as the lanes layout reads them.
+    groups: Vec<GroupWeights>,
 }
 
 /// A fused 3×3 depthwise convolution.
@@ -155,7 +158,13 @@ impl DepthwiseConv {
             }
             None => vec![0.0; channels],
         };
-        let weights = Arc::new(Weights { k: kernel.to_vec(), bias });
+        let groups = (0..channels.div_ceil(GROUP))
+            .map(|g| {
+                let c0 = g * GROUP;
+                GroupWeights::new(kernel, &bias, c0, GROUP.min(channels - c0))
+            })
+            .collect();
+        let weights = Arc::new(Weights { k: kernel.to_vec(), bias, groups });
         Ok(DepthwiseConv { channels, stride, pads, act, isa, weights })
     }
 
@@ -235,12 +244,12 @@ impl DepthwiseConv {
                 for g in job * groups / jobs..(job + 1) * groups / jobs {
                     let (image, c0) = (g / per_image, g % per_image * GROUP);
                     let n = GROUP.min(self.channels - c0);
-                    let weights = GroupWeights::new(&self.weights.k, &self.weights.bias, c0, n);
+                    let weights = &self.weights.groups[c0 / GROUP];
                     let first = image * self.channels + c0;
                     let src = &input[first * h * w..][..n * h * w];
                     // SAFETY: jobs own disjoint channel groups.
                     let dst = unsafe { shared.slice(first * oh * ow, n * oh * ow) };
-                    depthwise_lanes::group(self.isa, &geo, src, &weights, self.act, dst, scratch);
+                    depthwise_lanes::group(self.isa, &geo, src, weights, self.act, dst, scratch);
                 }
             })
         });

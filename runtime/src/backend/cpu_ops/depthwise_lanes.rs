@@ -57,6 +57,7 @@ impl Lanes {
 
 /// The weights of one group: `taps[t][lane]` is tap `t = ky·3 + kx` of channel `lane`, and
 /// `bias[lane]`; lanes past the group's channels are zero.
+#[derive(Debug)]
 pub(super) struct GroupWeights {
     /// Per tap, one weight per lane.
     pub taps: [[f32; GROUP]; 9],

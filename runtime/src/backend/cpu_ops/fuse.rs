@@ -19,7 +19,7 @@ use super::{Activation, Isa};
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cast::Cast;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PaddingSpec};
+use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PaddingSpec, PoolSpec};
 use tract_onnx::tract_core::ops::math::{Add, Max, Min};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
@@ -29,71 +29,78 @@ const MIN_CHANNELS: usize = 16;
 /// Replaces every eligible convolution of `model` (decluttered, concrete shapes); returns how
 /// many were replaced. Ops it does not recognise are left to tract.
 pub fn patch(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
-    Ok(patch_convs(model, isa, conv_patch)? + patch_maxpools(model)?)
+    Ok(patch_nodes::<Conv>(model, isa, conv_patch)?
+        + patch_nodes::<MaxPool>(model, isa, maxpool_patch)?)
 }
 
-/// Replaces every 2-D f32 `MaxPool` without index output, dilation or a stride other than 1
-/// or 2 by a [`MaxPool2d`]; returns how many were replaced.
-fn patch_maxpools(model: &mut TypedModel) -> TractResult<usize> {
-    let pools: Vec<usize> =
-        model.nodes().iter().filter(|n| n.op_is::<MaxPool>()).map(|n| n.id).collect();
-    let mut replaced = 0;
-    for id in pools {
-        let node = model.node(id);
-        let Some(pool) = node.op_as::<MaxPool>() else { continue };
-        let spec = &pool.pool_spec;
-        let ones = |v: &Option<TVec<usize>>| v.as_ref().is_none_or(|v| v.iter().all(|&x| x == 1));
-        let stride = spec.strides.as_ref().map_or(1, |s| s[0]);
-        let rank = match spec.data_format {
-            DataFormat::NCHW => 4,
-            DataFormat::CHW => 3,
-            _ => continue,
-        };
-        let &[kh, kw] = spec.kernel_shape.as_slice() else { continue };
-        let Some(pads) = explicit_pads(&spec.padding) else { continue };
-        let x = model.outlet_fact(node.inputs[0])?;
-        let eligible = pool.with_index_outputs.is_none()
-            && ones(&spec.dilations)
-            && spec.strides.as_ref().is_none_or(|s| s.len() == 2 && s[0] == s[1])
-            && (1..=2).contains(&stride)
-            && pads[0].max(pads[2]) < kh
-            && pads[1].max(pads[3]) < kw
-            && x.datum_type == f32::datum_type()
-            && x.shape.as_concrete().is_some_and(|s| s.len() == rank);
-        if !eligible {
-            continue;
-        }
-        let op = MaxPool2d { kernel: (kh, kw), stride, pads };
-        let mut patch = TypedModelPatch::default();
-        let input = patch.tap_model(model, node.inputs[0])?;
-        let wire = patch.wire_node(format!("{}.hydrant", node.name), op, &[input])?[0];
-        patch.shunt_outside(model, OutletId::new(id, 0), wire)?;
-        patch.apply(model)?;
-        replaced += 1;
+/// A patch replacing 2-D f32 `MaxPool` node `id` (no index output, no dilation, stride 1 or
+/// 2) by a [`MaxPool2d`], or `None`.
+fn maxpool_patch(model: &TypedModel, id: usize, _: Isa) -> TractResult<Option<TypedModelPatch>> {
+    let node = model.node(id);
+    let Some(pool) = node.op_as::<MaxPool>() else { return Ok(None) };
+    let spec = &pool.pool_spec;
+    let (Some(rank), Some(stride), Some(pads), &[kh, kw]) = (
+        plane_rank(spec),
+        square_stride(spec),
+        explicit_pads(&spec.padding),
+        &spec.kernel_shape[..],
+    ) else {
+        return Ok(None);
+    };
+    let x = model.outlet_fact(node.inputs[0])?;
+    let eligible = pool.with_index_outputs.is_none()
+        && pads[0].max(pads[2]) < kh
+        && pads[1].max(pads[3]) < kw
+        && x.datum_type == f32::datum_type()
+        && x.shape.as_concrete().is_some_and(|s| s.len() == rank);
+    if !eligible {
+        return Ok(None);
     }
-    if replaced > 0 {
-        model.compact()?;
+    let op = MaxPool2d { kernel: (kh, kw), stride, pads };
+    let mut patch = TypedModelPatch::default();
+    let input = patch.tap_model(model, node.inputs[0])?;
+    let wire = patch.wire_node(format!("{}.hydrant", node.name), op, &[input])?[0];
+    patch.shunt_outside(model, OutletId::new(id, 0), wire)?;
+    Ok(Some(patch))
+}
+
+/// The input rank of a 2-D NCHW or CHW (batch 1, after declutter) pooling or convolution.
+fn plane_rank(spec: &PoolSpec) -> Option<usize> {
+    match spec.data_format {
+        DataFormat::NCHW => Some(4),
+        DataFormat::CHW => Some(3),
+        _ => None,
     }
-    Ok(replaced)
+}
+
+/// The stride of an undilated 2-D window with the same stride (1 or 2) on both axes.
+fn square_stride(spec: &PoolSpec) -> Option<usize> {
+    let ones = |v: &Option<TVec<usize>>| v.as_ref().is_none_or(|v| v.iter().all(|&x| x == 1));
+    let stride = match &spec.strides {
+        None => 1,
+        Some(s) if s.len() == 2 && s[0] == s[1] => s[0],
+        Some(_) => return None,
+    };
+    (ones(&spec.dilations) && (1..=2).contains(&stride)).then_some(stride)
 }
 
 /// Replaces every unpadded stride-1 1×1 convolution of `model` (typed, not yet decluttered,
 /// concrete shapes) by a [`PointwiseConv`], with the residual `Add` and clamps that follow it;
 /// returns how many were replaced.
 pub fn patch_pointwise(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
-    patch_convs(model, isa, pointwise_patch)
+    patch_nodes::<Conv>(model, isa, pointwise_patch)
 }
 
-/// Applies `patch_for` to every convolution node of `model`; returns how many it replaced.
-fn patch_convs(
+/// Applies `patch_for` to every node of `model` whose op is an `O`; returns how many it
+/// replaced.
+fn patch_nodes<O: Op>(
     model: &mut TypedModel,
     isa: Isa,
     patch_for: impl Fn(&TypedModel, usize, Isa) -> TractResult<Option<TypedModelPatch>>,
 ) -> TractResult<usize> {
-    let convs: Vec<usize> =
-        model.nodes().iter().filter(|n| n.op_is::<Conv>()).map(|n| n.id).collect();
+    let nodes: Vec<usize> = model.nodes().iter().filter(|n| n.op_is::<O>()).map(|n| n.id).collect();
     let mut replaced = 0;
-    for id in convs {
+    for id in nodes {
         if let Some(p) = patch_for(model, id, isa)? {
             p.apply(model)?;
             replaced += 1;
@@ -274,18 +281,11 @@ fn depthwise_patch(
     let node = model.node(id);
     let spec = &conv.pool_spec;
     let c = conv.input_channels();
-    let ones = |v: &Option<TVec<usize>>| v.as_ref().is_none_or(|v| v.iter().all(|&x| x == 1));
-    let stride = spec.strides.as_ref().map_or(1, |s| s[0]);
     // Batch-1 convolutions come out of tract's declutter as CHW (batch axis removed).
-    let rank = match spec.data_format {
-        DataFormat::NCHW => 4,
-        DataFormat::CHW => 3,
-        _ => return Ok(None),
+    let (Some(rank), Some(stride)) = (plane_rank(spec), square_stride(spec)) else {
+        return Ok(None);
     };
     let eligible = spec.kernel_shape.as_slice() == [3, 3]
-        && ones(&spec.dilations)
-        && spec.strides.as_ref().is_none_or(|s| s.len() == 2 && s[0] == s[1])
-        && (1..=2).contains(&stride)
         && conv.group == c
         && conv.output_channels() == c
         && c > 1

@@ -78,7 +78,7 @@ impl MaxPool2d {
                                 continue;
                             }
                             let (even, odd) = split.split_at_mut(half);
-                            every_other(&mut even[..pw.div_ceil(2)], padded);
+                            every_other(even, padded);
                             every_other(&mut odd[..pw / 2], &padded[1..]);
                             // Column `2·ox + kx`: even `ox + kx/2` for even `kx`, odd ones else.
                             for kx in 0..kw {
