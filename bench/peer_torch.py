@@ -206,7 +206,8 @@ def main() -> None:
     result = {"version": torch.__version__, "threads": torch.get_num_threads(), "cases": {}}
     for case in plan["cases"]:
         result["cases"][case["name"]] = step_case(case, plan["iters"])
-    result["finetune"] = finetune(plan["finetune"])
+    if plan["finetune"] is not None:
+        result["finetune"] = finetune(plan["finetune"])
     print(json.dumps(result))
 
 

@@ -59,6 +59,17 @@ pub struct Args {
     /// else python3).
     #[arg(long)]
     python: Option<PathBuf>,
+    /// Run only the measurements whose name contains this text (`mlp_sgd`, `mlp_adamw`,
+    /// `seg_sgd`, `seg_adamw`, `finetune`; `seg` selects both segmentation steps).
+    #[arg(long)]
+    only: Option<String>,
+}
+
+impl Args {
+    /// Whether the measurement `name` runs.
+    fn selected(&self, name: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| name.contains(only))
+    }
 }
 
 /// One step measurement: a head, its data, its optimizer.
@@ -273,7 +284,8 @@ pub fn main(args: Args) -> hydrant::Result<()> {
     }
     let clock = Clock { cpu: args.cpu_time, start: Instant::now() };
     let dir = ScratchDir::new()?;
-    let cases = step_cases(args.steps.max(1))?;
+    let mut cases = step_cases(args.steps.max(1))?;
+    cases.retain(|c| args.selected(c.name));
     println!(
         "threads {}, {}  ({} timed epochs of {} steps per step measurement, medians; load {})",
         args.threads,
@@ -296,33 +308,15 @@ pub fn main(args: Args) -> hydrant::Result<()> {
             "y": file("y.npy"), "batch": case.batch, "lr": case.lr, "optimizer": case.optimizer,
         }));
     }
-    let model = Model::load_safetensors(&args.model, LoadOptions::new().threads(args.threads))?;
-    let head = HeadSet::load(&args.model)?.get(&args.head).cloned().ok_or_else(|| {
-        Error::InvalidArgument(format!("{}: no head `{}`", args.model.display(), args.head))
-    })?;
-    let (x, y) = finetune_data(&model, &head, args.samples)?;
-    finetune(&model, &head, &x, &y, &args, clock)?;
-    let mut runs = Vec::with_capacity(args.finetune_iters);
-    let mut ft_loss = f64::NAN;
-    for _ in 0..args.finetune_iters.max(1) {
-        let (ms, loss) = finetune(&model, &head, &x, &y, &args, clock)?;
-        runs.push(ms);
-        ft_loss = loss;
-    }
-    let ft_ms = median(runs);
+    let whole = match args.selected("finetune") {
+        true => Some(time_finetune(&args, clock, dir.path())?),
+        false => None,
+    };
     let peer = if args.vs_torch {
-        hydrant::write_npy(dir.path().join("ft_x.npy"), &x)?;
-        hydrant::write_npy(dir.path().join("ft_y.npy"), &y)?;
         let plan = json!({
             "threads": args.threads, "iters": args.iters, "cpu_time": args.cpu_time,
             "cases": plan_cases,
-            "finetune": {
-                "model": std::path::absolute(&args.model).unwrap_or(args.model.clone()),
-                "head": args.head, "x": dir.path().join("ft_x.npy"),
-                "y": dir.path().join("ft_y.npy"), "epochs": args.epochs, "batch": 32,
-                "lr": 0.01, "optimizer": OptimizerSpec::sgd(0.9, 0.0),
-                "iters": args.finetune_iters,
-            },
+            "finetune": whole.as_ref().map(|w| &w.plan),
         });
         let path = dir.path().join("plan.json");
         std::fs::write(&path, plan.to_string())
@@ -331,9 +325,44 @@ pub fn main(args: Args) -> hydrant::Result<()> {
     } else {
         None
     };
-    print_table(&cases, &ours, ft_ms, ft_loss, &args, peer.as_ref());
+    print_table(&cases, &ours, whole.as_ref(), &args, peer.as_ref());
     println!("load after: {}", load_average());
     Ok(())
+}
+
+/// The whole fine-tune's result, and its part of PyTorch's plan.
+struct Whole {
+    ms: f64,
+    final_loss: f64,
+    plan: Value,
+}
+
+/// Times the whole fine-tune (median of `--finetune-iters` after one warm-up) and writes its
+/// data for PyTorch into `dir`.
+fn time_finetune(args: &Args, clock: Clock, dir: &Path) -> hydrant::Result<Whole> {
+    let model = Model::load_safetensors(&args.model, LoadOptions::new().threads(args.threads))?;
+    let head = HeadSet::load(&args.model)?.get(&args.head).cloned().ok_or_else(|| {
+        Error::InvalidArgument(format!("{}: no head `{}`", args.model.display(), args.head))
+    })?;
+    let (x, y) = finetune_data(&model, &head, args.samples)?;
+    finetune(&model, &head, &x, &y, args, clock)?;
+    let mut runs = Vec::with_capacity(args.finetune_iters);
+    let mut final_loss = f64::NAN;
+    for _ in 0..args.finetune_iters.max(1) {
+        let (ms, loss) = finetune(&model, &head, &x, &y, args, clock)?;
+        runs.push(ms);
+        final_loss = loss;
+    }
+    hydrant::write_npy(dir.join("ft_x.npy"), &x)?;
+    hydrant::write_npy(dir.join("ft_y.npy"), &y)?;
+    let plan = json!({
+        "model": std::path::absolute(&args.model).unwrap_or(args.model.clone()),
+        "head": args.head, "x": dir.join("ft_x.npy"),
+        "y": dir.join("ft_y.npy"), "epochs": args.epochs, "batch": 32,
+        "lr": 0.01, "optimizer": OptimizerSpec::sgd(0.9, 0.0),
+        "iters": args.finetune_iters,
+    });
+    Ok(Whole { ms: median(runs), final_loss, plan })
 }
 
 fn describe(case: &StepCase) -> String {
@@ -352,8 +381,7 @@ fn describe(case: &StepCase) -> String {
 fn print_table(
     cases: &[StepCase],
     ours: &[(f64, f64)],
-    ft_ms: f64,
-    ft_loss: f64,
+    whole: Option<&Whole>,
     args: &Args,
     peer: Option<&Value>,
 ) {
@@ -380,21 +408,28 @@ fn print_table(
         let tail = format!("{loss:.5} / {}", their_loss.map_or("—".into(), |l| format!("{l:.5}")));
         row(&describe(case), *ms, torch(&["cases", case.name, "step_ms"]), tail);
     }
+    let Some(whole) = whole else { return print_version(args, peer) };
     let name =
         format!("fine-tune `{}`: {} samples, {} epochs", args.head, args.samples, args.epochs);
     let tail = format!(
-        "final loss {ft_loss:.5} / {}",
+        "final loss {:.5} / {}",
+        whole.final_loss,
         torch(&["finetune", "final_loss"]).map_or("—".into(), |l| format!("{l:.5}"))
     );
-    row(&name, ft_ms, torch(&["finetune", "rerun_trunk_ms"]), tail);
+    row(&name, whole.ms, torch(&["finetune", "rerun_trunk_ms"]), tail);
     if let Some(cached) = torch(&["finetune", "cached_features_ms"]) {
         println!(
             "{:<52} {:>12} {cached:>12.3} {:>9}",
             "  PyTorch with features cached once (for reference)",
             "",
-            format!("{:.2}×", cached / ft_ms)
+            format!("{:.2}×", cached / whole.ms)
         );
     }
+    print_version(args, peer);
+}
+
+/// The PyTorch version line, when PyTorch ran.
+fn print_version(args: &Args, peer: Option<&Value>) {
     if let Some(v) = peer.and_then(|p| p.get("version")).and_then(Value::as_str) {
         println!("PyTorch {v}, {} threads", args.threads);
     }

@@ -9,6 +9,7 @@ pub mod array;
 pub mod cache;
 pub mod data;
 pub mod device;
+pub mod dot;
 pub mod head;
 pub mod import;
 pub mod layers;

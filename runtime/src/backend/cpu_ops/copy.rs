@@ -4,27 +4,27 @@
 //! planes). A `copy_from_slice` of unknown length is a call into the C library, whose set-up
 //! costs as much as the copy at these lengths; fixed-size chunks compile to vector moves.
 
-/// `dst.copy_from_slice(src)` as fixed-size (vector) moves: 16-value chunks, the last chunk
+/// `dst.copy_from_slice(src)` (of any `Copy` values) as fixed-size (vector) moves: 16-value chunks, the last chunk
 /// overlapping the previous one, and 8-, 4- or single-value moves below 16.
 ///
 /// Panics if the lengths differ.
 #[inline(always)]
-pub(crate) fn copy_row(dst: &mut [f32], src: &[f32]) {
+pub(crate) fn copy_row<T: Copy>(dst: &mut [T], src: &[T]) {
     assert_eq!(dst.len(), src.len(), "copy_row: lengths differ");
     let n = src.len();
     if n >= 16 {
         for (d, s) in dst.chunks_exact_mut(16).zip(src.chunks_exact(16)) {
-            chunk::<16>(d, s);
+            chunk::<16, T>(d, s);
         }
         if !n.is_multiple_of(16) {
-            chunk::<16>(&mut dst[n - 16..], &src[n - 16..]);
+            chunk::<16, T>(&mut dst[n - 16..], &src[n - 16..]);
         }
     } else if n >= 8 {
-        chunk::<8>(dst, src);
-        chunk::<8>(&mut dst[n - 8..], &src[n - 8..]);
+        chunk::<8, T>(dst, src);
+        chunk::<8, T>(&mut dst[n - 8..], &src[n - 8..]);
     } else if n >= 4 {
-        chunk::<4>(dst, src);
-        chunk::<4>(&mut dst[n - 4..], &src[n - 4..]);
+        chunk::<4, T>(dst, src);
+        chunk::<4, T>(&mut dst[n - 4..], &src[n - 4..]);
     } else {
         // Written out: a loop would be turned back into a `memcpy` call.
         if n > 0 {
@@ -77,9 +77,9 @@ fn zero<const N: usize>(dst: &mut [f32]) {
 
 /// The first `N` values of `src` into the first `N` of `dst`.
 #[inline(always)]
-fn chunk<const N: usize>(dst: &mut [f32], src: &[f32]) {
-    let s: &[f32; N] = src[..N].try_into().expect("N values");
-    let d: &mut [f32; N] = (&mut dst[..N]).try_into().expect("N values");
+fn chunk<const N: usize, T: Copy>(dst: &mut [T], src: &[T]) {
+    let s: &[T; N] = src[..N].try_into().expect("N values");
+    let d: &mut [T; N] = (&mut dst[..N]).try_into().expect("N values");
     *d = *s;
 }
 

@@ -17,7 +17,7 @@
 //! [`LoadOptions::own_cpu_ops(false)`](crate::LoadOptions::own_cpu_ops)) runs tract's ops only;
 //! `HYDRANT_CPU_ISA=portable|avx2|avx512` caps the kernel choice (for comparisons and tests).
 
-mod copy;
+pub(crate) mod copy;
 pub mod depthwise;
 mod depthwise_lanes;
 pub mod fuse;

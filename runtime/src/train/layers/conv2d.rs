@@ -1,11 +1,20 @@
 //! `Conv2d`: 2-D convolution of NCHW input (PyTorch `nn.Conv2d`), W `[out, in/groups, k, k]`.
 //!
-//! The whole batch is unfolded once (im2col, `[in·k·k, N·Ho·Wo]`), so forward and both weight and
-//! input gradients are one matrix product per group over the batch.
+//! The whole batch is unfolded once, image by image (im2col, `[N, in·k·k, Ho·Wo]`), so that
+//! the forward pass and the input gradient are one matrix product per image and group, read
+//! and written in NCHW order with no reordering, and the weight gradient is one sum over the
+//! images. In f32 with one group, the forward product runs on hydrant's packed-panel kernel
+//! ([`PointwiseConv`]) and the weight gradient on row dot products over the pixel axis
+//! ([`add_products`]), which sums every image in registers before reducing; other cases (f64
+//! gradient checks, grouped convolutions) use the general [`matmul`].
 
 use super::{grad_shape, no_forward, shape_error, Layer, Param, Pass};
+use crate::backend::cpu_ops::copy::copy_row;
+use crate::backend::cpu_ops::pointwise::PointwiseConv;
+use crate::backend::cpu_ops::{Activation, Isa};
 use crate::error::{Error, Result};
 use crate::train::array::Array;
+use crate::train::dot::{add_products, Rows};
 use crate::train::real::{matmul, Op, Real};
 use rayon::prelude::*;
 
@@ -72,6 +81,24 @@ pub struct Conv2d<T> {
     saved: Option<(Vec<usize>, Vec<T>)>,
 }
 
+/// Batch, input channels, input and output plane sizes of a pass.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl Dims {
+    /// Values per input image.
+    fn plane_in(&self) -> usize {
+        self.c * self.h * self.w
+    }
+}
+
 impl<T: Real> Conv2d<T> {
     /// A layer with zero weights.
     pub fn new(g: Geometry, bias: bool) -> Result<Conv2d<T>> {
@@ -93,8 +120,8 @@ impl<T: Real> Conv2d<T> {
         })
     }
 
-    /// `(N, H, W, Ho, Wo)` for an input shape.
-    fn dims(&self, input: &[usize]) -> Result<(usize, usize, usize, usize, usize)> {
+    /// The sizes of a pass over an input shape.
+    fn dims(&self, input: &[usize]) -> Result<Dims> {
         let g = &self.geometry;
         let bad = || shape_error("conv2d", &format!("[N, {}, H, W]", g.in_channels), input);
         let &[n, c, h, w] = input else { return Err(bad()) };
@@ -102,185 +129,200 @@ impl<T: Real> Conv2d<T> {
             return Err(bad());
         }
         match (g.out_len(h), g.out_len(w)) {
-            (Some(ho), Some(wo)) if ho > 0 && wo > 0 => Ok((n, h, w, ho, wo)),
+            (Some(ho), Some(wo)) if ho > 0 && wo > 0 => Ok(Dims { n, c, h, w, ho, wo }),
             _ => Err(bad()),
         }
     }
 
-    /// Adds the weight and bias gradients of the last training pass; returns the input shape,
-    /// its dims and `dy` as `[out, N·Ho·Wo]`.
-    #[allow(clippy::type_complexity)]
-    fn param_grads(
-        &mut self,
-        dy: &Array<T>,
-    ) -> Result<(Vec<usize>, (usize, usize, usize, usize, usize), Vec<T>)> {
+    /// `(og, kg)`: output channels and unfolded rows (`in/groups · k²`) per group.
+    fn group_sizes(&self) -> (usize, usize) {
+        let g = &self.geometry;
+        (g.out_channels / g.groups, g.in_channels / g.groups * g.kernel_size.pow(2))
+    }
+
+    /// Adds the weight and bias gradients of the last training pass; returns its input shape,
+    /// dims and unfolded input (whose buffer the input gradient reuses).
+    fn param_grads(&mut self, dy: &Array<T>) -> Result<(Vec<usize>, Dims, Vec<T>)> {
         let (shape, col) = self.saved.take().ok_or_else(|| no_forward("conv2d"))?;
         let expected = self.output_shape(&shape)?;
         if dy.shape() != expected {
             return Err(grad_shape("conv2d", &expected, dy.shape()));
         }
         let d = self.dims(&shape)?;
-        let (n, _, _, ho, wo) = d;
         let g = self.geometry;
-        let (cols, spatial) = (n * ho * wo, ho * wo);
-        let (og, kg) = (g.out_channels / g.groups, g.in_channels / g.groups * g.kernel_size.pow(2));
-        let mut dyt = vec![T::zero(); g.out_channels * cols];
-        dyt.par_chunks_mut(cols).enumerate().for_each(|(o, dst)| {
-            for b in 0..n {
-                let src = &dy.data()[(b * g.out_channels + o) * spatial..][..spatial];
-                dst[b * spatial..][..spatial].copy_from_slice(src);
-            }
-        });
+        let (og, kg) = self.group_sizes();
+        let spatial = d.ho * d.wo;
+        let dy = dy.data();
         if let Some(bias) = &mut self.bias {
-            for (gb, row) in bias.grad.data_mut().iter_mut().zip(dyt.chunks_exact(cols)) {
-                *gb += row.iter().copied().sum::<T>();
+            for (o, gb) in bias.grad.data_mut().iter_mut().enumerate() {
+                for b in 0..d.n {
+                    *gb +=
+                        dy[(b * g.out_channels + o) * spatial..][..spatial].iter().copied().sum();
+                }
             }
         }
         let dw = self.weight.grad.data_mut();
-        for grp in 0..g.groups {
-            let dyg = &dyt[grp * og * cols..][..og * cols];
-            let cg = &col[grp * kg * cols..][..kg * cols];
-            matmul(og, kg, cols, dyg, Op::N, cg, Op::T, &mut dw[grp * og * kg..][..og * kg], true);
+        if let (Some(a), Some(b), Some(out), 1) =
+            (T::as_f32s(dy), T::as_f32s(&col), T::as_f32s_mut(dw), g.groups)
+        {
+            let rows = Rows { a, a_rows: og, b, b_rows: kg, len: spatial, segments: d.n };
+            add_products(Isa::best(), rows, out);
+        } else {
+            for b in 0..d.n {
+                for grp in 0..g.groups {
+                    let dyg = &dy[(b * g.out_channels + grp * og) * spatial..][..og * spatial];
+                    let cg = &col[(b * g.groups + grp) * kg * spatial..][..kg * spatial];
+                    let dwg = &mut dw[grp * og * kg..][..og * kg];
+                    matmul(og, kg, spatial, dyg, Op::N, cg, Op::T, dwg, true);
+                }
+            }
         }
-        Ok((shape, d, dyt))
+        Ok((shape, d, col))
     }
 
-    /// Unfolds `x` into `[C·k·k, N·Ho·Wo]`.
-    fn im2col(&self, x: &[T], (n, h, w, ho, wo): (usize, usize, usize, usize, usize)) -> Vec<T> {
+    /// Unfolds one input plane (`[H, W]`) into its `k²` rows of `Ho·Wo` values (zeroed
+    /// beforehand) of the image's `[C·k·k, Ho·Wo]` unfolding, the input of a 1×1 product with
+    /// the weights.
+    fn im2col(&self, src_plane: &[T], d: Dims, rows: &mut [T]) {
         let g = &self.geometry;
-        let (k, c) = (g.kernel_size, g.in_channels);
-        let cols = n * ho * wo;
-        let mut col = vec![T::zero(); c * k * k * cols];
+        let (k, h, w, ho, wo) = (g.kernel_size, d.h, d.w, d.ho, d.wo);
         let s = g.stride;
-        col.par_chunks_mut(k * k * cols).enumerate().for_each(|(ch, rows)| {
-            for (tap, row) in rows.chunks_mut(cols).enumerate() {
+        for (tap, row) in rows.chunks_mut(ho * wo).enumerate() {
+            let (ky, kx) = (tap / k, tap % k);
+            let (lo, hi, first) = g.valid(kx, w, wo);
+            if s == 1 && w == wo {
+                // Output and input rows are equally long: the tap's valid rows are one
+                // contiguous copy, after which the padding columns between them (which it
+                // filled with neighbouring values) are zeroed again.
+                let (y0, y1, iy0) = g.valid(ky, h, ho);
+                if y0 < y1 && lo < hi {
+                    let (start, len) = (y0 * wo + lo, (y1 - y0 - 1) * wo + hi - lo);
+                    row[start..][..len].copy_from_slice(&src_plane[iy0 * w + first..][..len]);
+                    for oy in y0..y1 - 1 {
+                        row[oy * wo + hi..(oy + 1) * wo + lo].fill(T::zero());
+                    }
+                }
+                continue;
+            }
+            for oy in 0..ho {
+                let Some(iy) = g.source(oy, ky, h) else { continue };
+                let out = &mut row[oy * wo..][lo..hi];
+                let src = &src_plane[iy * w + first..];
+                if s == 1 {
+                    copy_row(out, &src[..hi - lo]);
+                } else {
+                    out.iter_mut().zip(src.iter().step_by(s)).for_each(|(o, &v)| *o = v);
+                }
+            }
+        }
+    }
+
+    /// Folds one image's `[C·k·k, Ho·Wo]` gradient back onto its `[C, H, W]` input gradient
+    /// `dx` (adding overlapping taps).
+    fn col2im(&self, col: &[T], d: Dims, dx: &mut [T]) {
+        let g = &self.geometry;
+        let (k, h, w, ho, wo) = (g.kernel_size, d.h, d.w, d.ho, d.wo);
+        let spatial = ho * wo;
+        let s = g.stride;
+        for (plane, rows) in dx.chunks_mut(h * w).zip(col.chunks(k * k * spatial)) {
+            for (tap, row) in rows.chunks(spatial).enumerate() {
                 let (ky, kx) = (tap / k, tap % k);
                 let (lo, hi, first) = g.valid(kx, w, wo);
-                for b in 0..n {
-                    let plane = &x[(b * c + ch) * h * w..][..h * w];
-                    for oy in 0..ho {
-                        let Some(iy) = g.source(oy, ky, h) else { continue };
-                        let out = &mut row[(b * ho + oy) * wo..][lo..hi];
-                        let src = &plane[iy * w + first..];
-                        if s == 1 {
-                            out.copy_from_slice(&src[..hi - lo]);
-                        } else {
-                            out.iter_mut().zip(src.iter().step_by(s)).for_each(|(o, &v)| *o = v);
-                        }
+                for oy in 0..ho {
+                    let Some(iy) = g.source(oy, ky, h) else { continue };
+                    let src = &row[oy * wo..][lo..hi];
+                    let dst = &mut plane[iy * w + first..];
+                    if s == 1 {
+                        dst[..hi - lo].iter_mut().zip(src).for_each(|(d, &v)| *d += v);
+                    } else {
+                        dst.iter_mut().step_by(s).zip(src).for_each(|(d, &v)| *d += v);
                     }
                 }
             }
-        });
-        col
+        }
     }
 
-    /// Folds `[C·k·k, N·Ho·Wo]` back onto an NCHW input gradient (adding overlapping taps).
-    fn col2im(&self, col: &[T], (n, h, w, ho, wo): (usize, usize, usize, usize, usize)) -> Vec<T> {
-        let g = &self.geometry;
-        let (k, c) = (g.kernel_size, g.in_channels);
-        let cols = n * ho * wo;
-        let mut dx = vec![T::zero(); n * c * h * w];
-        // Channel-major scratch so each worker owns one input channel for the whole batch.
-        let mut by_channel = vec![T::zero(); c * n * h * w];
-        let s = g.stride;
-        by_channel.par_chunks_mut(n * h * w).enumerate().for_each(|(ch, planes)| {
-            for tap in 0..k * k {
-                let (ky, kx) = (tap / k, tap % k);
-                let (lo, hi, first) = g.valid(kx, w, wo);
-                let row = &col[(ch * k * k + tap) * cols..][..cols];
-                for b in 0..n {
-                    let plane = &mut planes[b * h * w..][..h * w];
-                    for oy in 0..ho {
-                        let Some(iy) = g.source(oy, ky, h) else { continue };
-                        let src = &row[(b * ho + oy) * wo..][lo..hi];
-                        let dst = &mut plane[iy * w + first..];
-                        if s == 1 {
-                            dst[..hi - lo].iter_mut().zip(src).for_each(|(d, &v)| *d += v);
-                        } else {
-                            dst.iter_mut().step_by(s).zip(src).for_each(|(d, &v)| *d += v);
-                        }
-                    }
-                }
-            }
-        });
-        for ch in 0..c {
-            for b in 0..n {
-                let src = &by_channel[(ch * n + b) * h * w..][..h * w];
-                dx[(b * c + ch) * h * w..][..h * w].copy_from_slice(src);
+    /// `y = W · col (+ bias)` for one image's unfolded input, into its `[out, Ho·Wo]` output.
+    fn multiply(&self, col: &[T], spatial: usize, packed: Option<&PointwiseConv>, y: &mut [T]) {
+        if let (Some(conv), Some(col), Some(y)) = (packed, T::as_f32s(col), T::as_f32s_mut(y)) {
+            return conv.run_image(spatial, col, None, y);
+        }
+        let (og, kg) = self.group_sizes();
+        let w = self.weight.value.data();
+        for grp in 0..self.geometry.groups {
+            let (wg, cg) = (&w[grp * og * kg..][..og * kg], &col[grp * kg * spatial..]);
+            let yg = &mut y[grp * og * spatial..][..og * spatial];
+            matmul(og, spatial, kg, wg, Op::N, &cg[..kg * spatial], Op::N, yg, false);
+        }
+        if let Some(bias) = &self.bias {
+            for (plane, &b) in y.chunks_exact_mut(spatial).zip(bias.value.data()) {
+                plane.iter_mut().for_each(|v| *v += b);
             }
         }
-        dx
+    }
+
+    /// The weights as hydrant's packed-panel 1×1 kernel, which reads an image's unfolded rows
+    /// in place and adds the bias as it stores (f32, one group).
+    fn packed(&self) -> Result<Option<PointwiseConv>> {
+        let (og, kg) = self.group_sizes();
+        let bias = self.bias.as_ref().map(|b| T::as_f32s(b.value.data()));
+        match (T::as_f32s(self.weight.value.data()), bias, self.geometry.groups) {
+            (Some(w), bias, 1) => {
+                PointwiseConv::new(kg, og, w, bias.flatten(), false, Activation::NONE, Isa::best())
+                    .map(Some)
+                    .map_err(|e| Error::InvalidArgument(format!("conv2d: {e}")))
+            }
+            _ => Ok(None),
+        }
     }
 }
 
 impl<T: Real> Layer<T> for Conv2d<T> {
     fn output_shape(&self, input: &[usize]) -> Result<Vec<usize>> {
-        let (n, _, _, ho, wo) = self.dims(input)?;
-        Ok(vec![n, self.geometry.out_channels, ho, wo])
+        let d = self.dims(input)?;
+        Ok(vec![d.n, self.geometry.out_channels, d.ho, d.wo])
     }
 
     fn forward(&mut self, x: Array<T>, pass: &mut Pass) -> Result<Array<T>> {
         let d = self.dims(x.shape())?;
-        let (n, _, _, ho, wo) = d;
-        let g = self.geometry;
-        let col = self.im2col(x.data(), d);
-        let (cols, spatial) = (n * ho * wo, ho * wo);
-        let (og, kg) = (g.out_channels / g.groups, g.in_channels / g.groups * g.kernel_size.pow(2));
-        // y' [out, N·Ho·Wo], one product per group.
-        let mut yt = vec![T::zero(); g.out_channels * cols];
-        let w = self.weight.value.data();
-        for grp in 0..g.groups {
-            let (wg, cg) = (&w[grp * og * kg..][..og * kg], &col[grp * kg * cols..][..kg * cols]);
-            matmul(
-                og,
-                cols,
-                kg,
-                wg,
-                Op::N,
-                cg,
-                Op::N,
-                &mut yt[grp * og * cols..][..og * cols],
-                false,
-            );
-        }
-        // Reorder to [N, out, Ho·Wo] and add the bias.
-        let mut y = Array::zeros(&[n, g.out_channels, ho, wo])?;
-        let bias = self.bias.as_ref().map(|b| b.value.data());
-        y.data_mut().par_chunks_mut(spatial).enumerate().for_each(|(i, dst)| {
-            let (b, o) = (i / g.out_channels, i % g.out_channels);
-            dst.copy_from_slice(&yt[o * cols + b * spatial..][..spatial]);
-            if let Some(bias) = bias {
-                dst.iter_mut().for_each(|v| *v += bias[o]);
-            }
-        });
+        let (k, spatial) = (self.geometry.kernel_size, d.ho * d.wo);
+        // The whole batch unfolded, image by image ([N, C·k·k, Ho·Wo]), one plane per job.
+        let mut col = vec![T::zero(); d.n * d.c * k * k * spatial];
+        let planes = col.par_chunks_mut(k * k * spatial).zip(x.data().par_chunks(d.h * d.w));
+        planes.for_each(|(rows, plane)| self.im2col(plane, d, rows));
+        let mut y = Array::zeros(&[d.n, self.geometry.out_channels, d.ho, d.wo])?;
+        let packed = self.packed()?;
+        let per_image = self.geometry.out_channels * spatial;
+        let images =
+            y.data_mut().par_chunks_mut(per_image).zip(col.par_chunks(d.c * k * k * spatial));
+        images.for_each(|(yb, cb)| self.multiply(cb, spatial, packed.as_ref(), yb));
         self.saved = pass.training.then(|| (x.shape().to_vec(), col));
         Ok(y)
     }
 
     fn backward(&mut self, dy: Array<T>) -> Result<Array<T>> {
-        let (shape, d, dyt) = self.param_grads(&dy)?;
-        let (n, _, _, ho, wo) = d;
+        let (shape, d, mut dcol) = self.param_grads(&dy)?;
         let g = self.geometry;
-        let cols = n * ho * wo;
-        let (og, kg) = (g.out_channels / g.groups, g.in_channels / g.groups * g.kernel_size.pow(2));
-        let mut dcol = vec![T::zero(); kg * g.groups * cols];
+        let spatial = d.ho * d.wo;
+        let (og, kg) = self.group_sizes();
         let w = self.weight.value.data();
-        for grp in 0..g.groups {
-            let dyg = &dyt[grp * og * cols..][..og * cols];
-            let wg = &w[grp * og * kg..][..og * kg];
-            matmul(
-                kg,
-                cols,
-                og,
-                wg,
-                Op::T,
-                dyg,
-                Op::N,
-                &mut dcol[grp * kg * cols..][..kg * cols],
-                false,
-            );
-        }
-        Array::new(&shape, self.col2im(&dcol, d))
+        let mut dx = Array::zeros(&shape)?;
+        // The unfolded input is not needed any more: its buffer takes the unfolded gradient.
+        let images = dx
+            .data_mut()
+            .par_chunks_mut(d.plane_in())
+            .zip(dcol.par_chunks_mut(g.groups * kg * spatial))
+            .zip(dy.data().par_chunks(g.out_channels * spatial));
+        images.for_each(|((dxb, cb), dyb)| {
+            for grp in 0..g.groups {
+                let dyg = &dyb[grp * og * spatial..][..og * spatial];
+                let wg = &w[grp * og * kg..][..og * kg];
+                let cg = &mut cb[grp * kg * spatial..][..kg * spatial];
+                matmul(kg, spatial, og, wg, Op::T, dyg, Op::N, cg, false);
+            }
+            self.col2im(cb, d, dxb);
+        });
+        Ok(dx)
     }
 
     fn backward_params(&mut self, dy: Array<T>) -> Result<()> {
