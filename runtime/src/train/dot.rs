@@ -111,8 +111,10 @@ fn blocks<const RA: usize, const RB: usize, const W: usize, const FUSED: bool>(
     let width = cols.1 - cols.0;
     let full_a = rows.a_rows / RA * RA;
     let full_b = cols.0 + width / RB * RB;
-    for i0 in (0..full_a).step_by(RA) {
-        for j0 in (cols.0..full_b).step_by(RB) {
+    // Blocks of `b` rows outermost: each is read from memory once and stays in cache while
+    // every row of `a` (the smaller operand: a few output channels) meets it.
+    for j0 in (cols.0..full_b).step_by(RB) {
+        for i0 in (0..full_a).step_by(RA) {
             let sums = block::<RA, RB, W, FUSED>(rows, i0, j0);
             for (r, row) in sums.iter().enumerate() {
                 let dst = &mut out[(i0 + r) * width + j0 - cols.0..][..RB];

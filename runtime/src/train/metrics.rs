@@ -92,20 +92,27 @@ impl MetricAccumulator {
         let z = out.data();
         match (&self.task, target) {
             (TaskSpec::CrossEntropy { ignore_index, .. }, Target::Classes(y)) => {
+                // The arg-max over channels, for a chunk of pixels at a time: a loop over each
+                // channel's contiguous run of them (the first maximum wins, as `>` keeps it).
+                const CHUNK: usize = 64;
                 for b in (0..n).filter(|&b| counted(b)) {
-                    for p in 0..s {
-                        let label = y[b * s + p];
-                        if label == *ignore_index || label < 0 || label as usize >= c {
-                            continue;
-                        }
-                        let pred = (0..c).fold(0, |best, j| {
-                            if z[(b * c + j) * s + p] > z[(b * c + best) * s + p] {
-                                j
-                            } else {
-                                best
+                    for p0 in (0..s).step_by(CHUNK) {
+                        let len = CHUNK.min(s - p0);
+                        let row = |j: usize| &z[(b * c + j) * s + p0..][..len];
+                        let (mut top, mut best) = ([0f32; CHUNK], [0usize; CHUNK]);
+                        top[..len].copy_from_slice(row(0));
+                        for j in 1..c {
+                            for ((t, k), &v) in top.iter_mut().zip(&mut best).zip(row(j)) {
+                                if v > *t {
+                                    (*t, *k) = (v, j);
+                                }
                             }
-                        });
-                        self.confusion[label as usize * c + pred] += 1;
+                        }
+                        for (&label, &pred) in y[b * s + p0..][..len].iter().zip(&best) {
+                            if label != *ignore_index && label >= 0 && (label as usize) < c {
+                                self.confusion[label as usize * c + pred] += 1;
+                            }
+                        }
                     }
                 }
             }

@@ -8,7 +8,7 @@
 use super::{grad_shape, no_forward, shape_error, Layer, Param, Pass};
 use crate::error::{Error, Result};
 use crate::train::array::Array;
-use crate::train::real::Real;
+use crate::train::real::{sum, sum_by, Real};
 
 /// A batch-normalisation layer.
 #[derive(Debug, Clone)]
@@ -86,12 +86,9 @@ impl<T: Real> Layer<T> for BatchNorm2d<T> {
         for ch in 0..c {
             if batch_stats {
                 let plane = |b: usize| &x.data()[(b * c + ch) * s..][..s];
-                let m = (0..n).map(|b| plane(b).iter().copied().sum::<T>()).sum::<T>()
-                    / T::of(count as f64);
-                let var = (0..n)
-                    .map(|b| plane(b).iter().map(|&v| (v - m) * (v - m)).sum::<T>())
-                    .sum::<T>()
-                    / T::of(count as f64);
+                let m = (0..n).map(|b| sum(plane(b))).sum::<T>() / T::of(count as f64);
+                let dev = |b: usize| sum_by(plane(b), plane(b), |v, _| (v - m) * (v - m));
+                let var = (0..n).map(dev).sum::<T>() / T::of(count as f64);
                 let unbiased = var * T::of(count as f64 / (count - 1) as f64);
                 let mo = self.momentum;
                 let rm = &mut self.running_mean.data_mut()[ch];
@@ -136,8 +133,8 @@ impl<T: Real> Layer<T> for BatchNorm2d<T> {
         let mut sum_dy_xhat = vec![T::zero(); c];
         for (i, (g, xh)) in dy.data().chunks_exact(s).zip(xhat.data().chunks_exact(s)).enumerate() {
             let ch = i % c;
-            sum_dy[ch] += g.iter().copied().sum::<T>();
-            sum_dy_xhat[ch] += g.iter().zip(xh).map(|(&a, &b)| a * b).sum::<T>();
+            sum_dy[ch] += sum(g);
+            sum_dy_xhat[ch] += sum_by(g, xh, |a, b| a * b);
         }
         for ch in 0..c {
             self.weight.grad.data_mut()[ch] += sum_dy_xhat[ch];

@@ -15,7 +15,7 @@ use crate::backend::cpu_ops::{Activation, Isa};
 use crate::error::{Error, Result};
 use crate::train::array::Array;
 use crate::train::dot::{add_products, Rows};
-use crate::train::real::{matmul, Op, Real};
+use crate::train::real::{matmul, sum, Op, Real};
 use rayon::prelude::*;
 
 /// Sizes of a convolution.
@@ -156,8 +156,7 @@ impl<T: Real> Conv2d<T> {
         if let Some(bias) = &mut self.bias {
             for (o, gb) in bias.grad.data_mut().iter_mut().enumerate() {
                 for b in 0..d.n {
-                    *gb +=
-                        dy[(b * g.out_channels + o) * spatial..][..spatial].iter().copied().sum();
+                    *gb += sum(&dy[(b * g.out_channels + o) * spatial..][..spatial]);
                 }
             }
         }

@@ -4,7 +4,7 @@
 use super::{grad_shape, no_forward, shape_error, Layer, Param, Pass};
 use crate::error::{Error, Result};
 use crate::train::array::Array;
-use crate::train::real::Real;
+use crate::train::real::{sum, sum_by, Real};
 
 /// A layer-normalisation layer.
 #[derive(Debug, Clone)]
@@ -53,8 +53,8 @@ impl<T: Real> Layer<T> for LayerNorm<T> {
         let dn = T::of(d as f64);
         let mut inv = Vec::with_capacity(x.len() / d);
         for row in x.data_mut().chunks_exact_mut(d) {
-            let m = row.iter().copied().sum::<T>() / dn;
-            let var = row.iter().map(|&v| (v - m) * (v - m)).sum::<T>() / dn;
+            let m = sum(row) / dn;
+            let var = sum_by(row, row, |v, _| (v - m) * (v - m)) / dn;
             let is = T::one() / (var + self.eps).sqrt();
             row.iter_mut().for_each(|v| *v = (*v - m) * is);
             inv.push(is);
@@ -86,8 +86,8 @@ impl<T: Real> Layer<T> for LayerNorm<T> {
             }
             // g = dy·γ; dx = (1/σ)(g − mean(g) − x̂·mean(g·x̂)).
             row.iter_mut().zip(&gamma).for_each(|(v, &g)| *v *= g);
-            let m1 = row.iter().copied().sum::<T>() / dn;
-            let m2 = row.iter().zip(xh).map(|(&a, &b)| a * b).sum::<T>() / dn;
+            let m1 = sum(row) / dn;
+            let m2 = sum_by(row, xh, |a, b| a * b) / dn;
             row.iter_mut().zip(xh).for_each(|(v, &h)| *v = is * (*v - m1 - h * m2));
         }
         Ok(dy)

@@ -3,7 +3,7 @@
 use super::{grad_shape, no_forward, shape_error, Layer, Pass};
 use crate::error::{Error, Result};
 use crate::train::array::Array;
-use crate::train::real::Real;
+use crate::train::real::{sum, Real};
 
 /// Mean over H and W: `[N, C, H, W]` → `[N, C]` (or `[N, C, 1, 1]` keeping dimensions, as ONNX
 /// `GlobalAveragePool` and `nn.AdaptiveAvgPool2d(1)` give).
@@ -33,8 +33,7 @@ impl<T: Real> Layer<T> for GlobalAvgPool {
         let shape = <Self as Layer<T>>::output_shape(self, x.shape())?;
         let s = x.shape()[2] * x.shape()[3];
         let scale = T::one() / T::of(s.max(1) as f64);
-        let data: Vec<T> =
-            x.data().chunks_exact(s.max(1)).map(|p| p.iter().copied().sum::<T>() * scale).collect();
+        let data: Vec<T> = x.data().chunks_exact(s.max(1)).map(|p| sum(p) * scale).collect();
         if pass.training {
             self.input_shape = Some(x.shape().to_vec());
         }
