@@ -339,10 +339,18 @@ impl<T: Real> Layer<T> for Conv2d<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::gradcheck::check_layer;
+    use super::super::gradcheck::{check_f32_matches_f64, check_layer};
     use super::*;
 
-    fn conv(c: usize, o: usize, k: usize, s: usize, p: usize, d: usize, g: usize) -> Conv2d<f64> {
+    fn conv<T: Real>(
+        c: usize,
+        o: usize,
+        k: usize,
+        s: usize,
+        p: usize,
+        d: usize,
+        g: usize,
+    ) -> Conv2d<T> {
         let geometry = Geometry {
             in_channels: c,
             out_channels: o,
@@ -362,6 +370,24 @@ mod tests {
         check_layer(Box::new(conv(4, 4, 3, 1, 1, 1, 4)), &[2, 4, 4, 4]); // depthwise
         check_layer(Box::new(conv(4, 6, 1, 1, 0, 1, 2)), &[1, 4, 3, 3]); // grouped 1×1
         check_layer(Box::new(conv(2, 2, 3, 1, 2, 2, 1)), &[1, 2, 5, 5]); // dilated
+    }
+
+    #[test]
+    fn f32_kernels_match_the_f64_products() {
+        // Full and partial 16-wide blocks, odd channel counts, strides, padding, dilation;
+        // 3×3 with the same width in and out (the unfolding's contiguous-copy path).
+        for (geometry, shape) in [
+            ((32, 16, 3, 1, 1, 1, 1), [3, 32, 16, 16]),
+            ((5, 7, 3, 1, 1, 1, 1), [2, 5, 9, 13]),
+            ((6, 9, 3, 2, 1, 1, 1), [2, 6, 11, 10]),
+            ((4, 3, 1, 1, 0, 1, 1), [3, 4, 5, 7]),
+            ((3, 10, 5, 1, 2, 1, 1), [1, 3, 12, 12]),
+            ((4, 5, 3, 1, 2, 2, 1), [2, 4, 8, 9]),
+        ] {
+            let (c, o, k, s, p, d, g) = geometry;
+            let single = Box::new(conv::<f32>(c, o, k, s, p, d, g));
+            check_f32_matches_f64(single, Box::new(conv::<f64>(c, o, k, s, p, d, g)), &shape);
+        }
     }
 
     #[test]

@@ -90,3 +90,42 @@ pub fn check_layer_mode(mut layer: Box<dyn Layer<f64>>, shape: &[usize], frozen:
         }
     }
 }
+
+/// Checks that `single` (f32, on hydrant's own f32 kernels where the layer has them) computes
+/// what `double` (the same layer in f64, on the general products) does: output, input
+/// gradient and parameter gradients within `1e-5` of each tensor's largest magnitude, on a
+/// random input of `shape`.
+pub fn check_f32_matches_f64(
+    mut single: Box<dyn Layer<f32>>,
+    mut double: Box<dyn Layer<f64>>,
+    shape: &[usize],
+) {
+    let mut rng = ChaCha8Rng::seed_from_u64(7 + shape.iter().product::<usize>() as u64);
+    for ((_, p32), (_, p64)) in single.params().into_iter().zip(double.params()) {
+        p64.value = random(p64.value.shape(), &mut rng, -1.0, 1.0).cast::<f32>().cast();
+        p32.value = p64.value.cast();
+    }
+    let x = random(shape, &mut rng, -2.0, 2.0).cast::<f32>();
+    let out_shape = double.output_shape(shape).unwrap();
+    let r = random(&out_shape, &mut rng, -1.0, 1.0).cast::<f32>();
+    let close = |what: &str, got: &Array<f32>, want: &Array<f64>| {
+        assert_eq!(got.shape(), want.shape(), "{what} shape");
+        let scale = want.data().iter().fold(1e-30f64, |m, v| m.max(v.abs()));
+        for (i, (&g, &w)) in got.data().iter().zip(want.data()).enumerate() {
+            let err = (g as f64 - w).abs() / scale;
+            assert!(err < 1e-5, "{what}[{i}]: f32 {g:e} vs f64 {w:e} (scale {scale:e})");
+        }
+    };
+    let mut seeds = (ChaCha8Rng::seed_from_u64(1), ChaCha8Rng::seed_from_u64(1));
+    let mut pass32 = Pass { training: true, frozen_batchnorm: false, rng: &mut seeds.0 };
+    let y32 = single.forward(x.clone(), &mut pass32).unwrap();
+    let mut pass64 = Pass { training: true, frozen_batchnorm: false, rng: &mut seeds.1 };
+    let y64 = double.forward(x.cast(), &mut pass64).unwrap();
+    close("output", &y32, &y64);
+    let dx32 = single.backward(r.clone()).unwrap();
+    let dx64 = double.backward(r.cast()).unwrap();
+    close("input gradient", &dx32, &dx64);
+    for ((name, p32), (_, p64)) in single.params().into_iter().zip(double.params()) {
+        close(&format!("{name} gradient"), &p32.grad, &p64.grad);
+    }
+}

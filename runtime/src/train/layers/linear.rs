@@ -1,9 +1,18 @@
 //! `Linear`: `y = x Wᵀ + b` on the last dimension (PyTorch `nn.Linear`), W `[out, in]`.
+//!
+//! In f32 the three products run on hydrant's own kernels, each reading its larger operand in
+//! place: the forward pass as row dot products of `x` and `W` ([`add_products`]), the weight
+//! and input gradients on the packed-panel kernel (`dyᵀ · x` and `dy · W`). f64 (the gradient
+//! checks) uses the general [`matmul`].
 
 use super::{grad_shape, no_forward, shape_error, Layer, Param, Pass};
-use crate::error::Result;
+use crate::backend::cpu_ops::pointwise::PointwiseConv;
+use crate::backend::cpu_ops::{Activation, Isa};
+use crate::error::{Error, Result};
 use crate::train::array::Array;
+use crate::train::dot::{add_products, Rows};
 use crate::train::real::{matmul, Op, Real};
+use tract_linalg::multithread::{multithread_tract_scope, Executor};
 
 /// A fully connected layer.
 #[derive(Debug, Clone)]
@@ -52,7 +61,14 @@ impl<T: Real> Layer<T> for Linear<T> {
             }
         }
         let w = self.weight.value.data();
-        matmul(rows, out, inf, x.data(), Op::N, w, Op::T, y.data_mut(), self.bias.is_some());
+        match (T::as_f32s(x.data()), T::as_f32s(w), T::as_f32s_mut(y.data_mut())) {
+            // y[n][o] += x[n] · W[o]: both run along the input features, read in place.
+            (Some(a), Some(b), Some(y)) => {
+                let products = Rows { a, a_rows: rows, b, b_rows: out, len: inf, segments: 1 };
+                add_products(Isa::best(), products, y);
+            }
+            _ => matmul(rows, out, inf, x.data(), Op::N, w, Op::T, y.data_mut(), true),
+        }
         self.input = pass.training.then_some(x);
         Ok(y)
     }
@@ -63,17 +79,12 @@ impl<T: Real> Layer<T> for Linear<T> {
         let rows = x.len() / inf;
         // dx = dy W.
         let mut dx = x.zeros_like();
-        matmul(
-            rows,
-            inf,
-            out,
-            dy.data(),
-            Op::N,
-            self.weight.value.data(),
-            Op::N,
-            dx.data_mut(),
-            false,
-        );
+        let w = self.weight.value.data();
+        match (T::as_f32s(dy.data()), T::as_f32s(w), T::as_f32s_mut(dx.data_mut())) {
+            // dx[rows × in] = dy[rows × out] · W[out × in], W's rows read in place.
+            (Some(dy), Some(w), Some(dx)) => product(rows, out, dy, w, inf, dx)?,
+            _ => matmul(rows, inf, out, dy.data(), Op::N, w, Op::N, dx.data_mut(), false),
+        }
         Ok(dx)
     }
 
@@ -100,17 +111,20 @@ impl<T: Real> Linear<T> {
         }
         let (out, inf) = self.dims();
         let rows = x.len() / inf;
-        matmul(
-            out,
-            inf,
-            rows,
-            dy.data(),
-            Op::T,
-            x.data(),
-            Op::N,
-            self.weight.grad.data_mut(),
-            true,
-        );
+        let grad = self.weight.grad.data_mut();
+        match (T::as_f32s(dy.data()), T::as_f32s(x.data()), T::as_f32s_mut(grad)) {
+            // dW[out × in] += dyᵀ[out × rows] · x[rows × in], x's rows read in place.
+            (Some(dy), Some(x), Some(grad)) => {
+                let mut dyt = vec![0f32; out * rows];
+                for (r, row) in dy.chunks_exact(out).enumerate() {
+                    row.iter().enumerate().for_each(|(o, &v)| dyt[o * rows + r] = v);
+                }
+                let mut dw = vec![0f32; out * inf];
+                product(out, rows, &dyt, x, inf, &mut dw)?;
+                grad.iter_mut().zip(dw).for_each(|(g, d)| *g += d);
+            }
+            _ => matmul(out, inf, rows, dy.data(), Op::T, x.data(), Op::N, grad, true),
+        }
         if let Some(b) = &mut self.bias {
             let g = b.grad.data_mut();
             for row in dy.data().chunks_exact(out) {
@@ -121,10 +135,40 @@ impl<T: Real> Linear<T> {
     }
 }
 
+/// `c[m × n] = a[m × k] · b[k × n]` (row-major) on hydrant's packed-panel kernel, which reads
+/// `b`'s rows in place: `a` is packed as a 1×1 convolution's weights and `b` is its input of
+/// `n` pixels. Threaded on the current rayon pool.
+fn product(m: usize, k: usize, a: &[f32], b: &[f32], n: usize, c: &mut [f32]) -> Result<()> {
+    let conv = PointwiseConv::new(k, m, a, None, false, Activation::NONE, Isa::best())
+        .map_err(|e| Error::InvalidArgument(format!("linear: {e}")))?;
+    let executor = match rayon::current_num_threads() {
+        1 => Executor::SingleThread,
+        _ => Executor::RayonGlobal,
+    };
+    multithread_tract_scope(executor, || conv.run_image(n, b, None, c));
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::gradcheck::check_layer;
+    use super::super::gradcheck::{check_f32_matches_f64, check_layer};
     use super::*;
+
+    #[test]
+    fn f32_kernels_match_the_f64_products() {
+        // The benchmark's shapes, odd sizes (partial blocks and vectors), 3-D input, no bias.
+        for (inf, out, shape, bias) in [
+            (512, 128, vec![32, 512], true),
+            (128, 10, vec![32, 128], true),
+            (37, 13, vec![5, 37], true),
+            (20, 6, vec![3, 4, 20], false),
+            (1, 1, vec![2, 1], true),
+        ] {
+            let single = Box::new(Linear::<f32>::new(inf, out, bias).unwrap());
+            let double = Box::new(Linear::<f64>::new(inf, out, bias).unwrap());
+            check_f32_matches_f64(single, double, &shape);
+        }
+    }
 
     #[test]
     fn gradients_match_finite_differences() {
