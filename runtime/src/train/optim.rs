@@ -1,6 +1,7 @@
 //! Optimizers (SGD with momentum/Nesterov/weight decay, AdamW), learning-rate schedules and
 //! gradient-norm clipping, with PyTorch's update rules so that runs are comparable step by step.
 
+use crate::backend::cpu_ops::{multiversion, Isa};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -165,36 +166,16 @@ impl Optimizer {
                     if momentum > 0.0 && fresh {
                         slot.first = vec![0.0; value.len()];
                     }
-                    if momentum > 0.0 {
-                        // One loop per case, free of branches and bounds checks, so that it
-                        // vectorises; the arithmetic is PyTorch's, in its order.
-                        let buf = &mut slot.first[..value.len()];
-                        let it = value.iter_mut().zip(grad).zip(buf.iter_mut());
-                        match (fresh, nesterov) {
-                            (true, true) => it.for_each(|((p, &g), b)| {
-                                let d = g + wd * *p;
-                                *b = d;
-                                *p -= lr * (d + momentum * *b);
-                            }),
-                            (true, false) => it.for_each(|((p, &g), b)| {
-                                let d = g + wd * *p;
-                                *b = d;
-                                *p -= lr * *b;
-                            }),
-                            (false, true) => it.for_each(|((p, &g), b)| {
-                                let d = g + wd * *p;
-                                *b = momentum * *b + (1.0 - dampening) * d;
-                                *p -= lr * (d + momentum * *b);
-                            }),
-                            (false, false) => it.for_each(|((p, &g), b)| {
-                                let d = g + wd * *p;
-                                *b = momentum * *b + (1.0 - dampening) * d;
-                                *p -= lr * *b;
-                            }),
-                        }
-                    } else {
-                        value.iter_mut().zip(grad).for_each(|(p, &g)| *p -= lr * (g + wd * *p));
+                    if momentum > 0.0 && slot.first.len() != value.len() {
+                        return Err(Error::BadTensor(format!(
+                            "parameter {i}: momentum buffer of {} values for {}",
+                            slot.first.len(),
+                            value.len()
+                        )));
                     }
+                    let sgd = Sgd { lr, momentum, dampening, nesterov, weight_decay: wd, fresh };
+                    let buf = &mut slot.first[..];
+                    sgd_update(Isa::best(), sgd, value, grad, buf);
                 }
                 OptimizerSpec::AdamW { beta1, beta2, eps, weight_decay } => {
                     if slot.first.is_empty() {
@@ -206,20 +187,113 @@ impl Optimizer {
                     let bc2_sqrt = (1.0 - beta2.powi(t)).sqrt();
                     let step_size = lr / bc1;
                     let n = value.len();
-                    let (first, second) = (&mut slot.first[..n], &mut slot.second[..n]);
-                    let it = value.iter_mut().zip(grad).zip(first.iter_mut().zip(second));
-                    it.for_each(|((p, &g), (m, v))| {
-                        *p *= 1.0 - lr * wd;
-                        *m += (g - *m) * (1.0 - beta1);
-                        *v = *v * beta2 + (1.0 - beta2) * g * g;
-                        let denom = v.sqrt() / bc2_sqrt + eps;
-                        *p -= step_size * *m / denom;
-                    });
+                    if slot.first.len() != n || slot.second.len() != n {
+                        return Err(Error::BadTensor(format!(
+                            "parameter {i}: moment buffers of {} and {} values for {n}",
+                            slot.first.len(),
+                            slot.second.len()
+                        )));
+                    }
+                    let (first, second) = (&mut slot.first[..], &mut slot.second[..]);
+                    let adam =
+                        Adam { lr, weight_decay: wd, beta1, beta2, eps, bc2_sqrt, step_size };
+                    adamw_update(Isa::best(), adam, value, grad, first, second);
                 }
             }
         }
         Ok(())
     }
+}
+
+/// One SGD step's constants.
+#[derive(Clone, Copy)]
+struct Sgd {
+    lr: f32,
+    momentum: f32,
+    dampening: f32,
+    nesterov: bool,
+    weight_decay: f32,
+    /// The momentum buffer is new (PyTorch's first step copies the gradient into it).
+    fresh: bool,
+}
+
+/// One SGD step over a parameter (`buf`: its momentum buffer, empty without momentum): one
+/// loop per case, free of branches and bounds checks, so that it vectorises; the arithmetic
+/// is PyTorch's, in its order.
+#[inline(always)]
+fn sgd_body(k: Sgd, value: &mut [f32], grad: &[f32], buf: &mut [f32]) {
+    let Sgd { lr, momentum, dampening, nesterov, weight_decay: wd, fresh } = k;
+    if momentum <= 0.0 {
+        value.iter_mut().zip(grad).for_each(|(p, &g)| *p -= lr * (g + wd * *p));
+        return;
+    }
+    let it = value.iter_mut().zip(grad).zip(buf.iter_mut());
+    match (fresh, nesterov) {
+        (true, true) => it.for_each(|((p, &g), b)| {
+            let d = g + wd * *p;
+            *b = d;
+            *p -= lr * (d + momentum * *b);
+        }),
+        (true, false) => it.for_each(|((p, &g), b)| {
+            let d = g + wd * *p;
+            *b = d;
+            *p -= lr * *b;
+        }),
+        (false, true) => it.for_each(|((p, &g), b)| {
+            let d = g + wd * *p;
+            *b = momentum * *b + (1.0 - dampening) * d;
+            *p -= lr * (d + momentum * *b);
+        }),
+        (false, false) => it.for_each(|((p, &g), b)| {
+            let d = g + wd * *p;
+            *b = momentum * *b + (1.0 - dampening) * d;
+            *p -= lr * *b;
+        }),
+    }
+}
+
+/// One AdamW step's constants.
+#[derive(Clone, Copy)]
+struct Adam {
+    lr: f32,
+    weight_decay: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    /// `√(1 − β₂ᵗ)`.
+    bc2_sqrt: f32,
+    /// `lr / (1 − β₁ᵗ)`.
+    step_size: f32,
+}
+
+/// One AdamW step over a parameter and its two moment buffers (PyTorch's arithmetic, in its
+/// order; square root and division are exact in every vector width).
+#[inline(always)]
+fn adamw_body(k: Adam, value: &mut [f32], grad: &[f32], first: &mut [f32], second: &mut [f32]) {
+    let it = value.iter_mut().zip(grad).zip(first.iter_mut().zip(second));
+    it.for_each(|((p, &g), (m, v))| {
+        *p *= 1.0 - k.lr * k.weight_decay;
+        *m += (g - *m) * (1.0 - k.beta1);
+        *v = *v * k.beta2 + (1.0 - k.beta2) * g * g;
+        let denom = v.sqrt() / k.bc2_sqrt + k.eps;
+        *p -= k.step_size * *m / denom;
+    });
+}
+
+multiversion! {
+    /// [`sgd_body`] compiled for `isa`.
+    fn sgd_update(k: Sgd, value: &mut [f32], grad: &[f32], buf: &mut [f32]) => sgd_body
+}
+
+multiversion! {
+    /// [`adamw_body`] compiled for `isa`.
+    fn adamw_update(
+        k: Adam,
+        value: &mut [f32],
+        grad: &[f32],
+        first: &mut [f32],
+        second: &mut [f32],
+    ) => adamw_body
 }
 
 /// How the learning rate changes over training.
