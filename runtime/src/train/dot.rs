@@ -9,6 +9,7 @@
 //! multiply-adds on aarch64) that compilers vectorise elsewhere.
 
 use crate::backend::cpu_ops::Isa;
+use crate::train::real::PARALLEL_MIN_FMA;
 use rayon::prelude::*;
 
 /// The operands: `segments` segments, each holding `a_rows` rows of `a` and `b_rows` rows of
@@ -56,7 +57,8 @@ pub fn add_products(isa: Isa, rows: Rows<'_>, out: &mut [f32]) {
     let Rows { a_rows, b_rows, len, segments, .. } = rows;
     assert!(rows.a.len() >= segments * a_rows * len && rows.b.len() >= segments * b_rows * len);
     assert!(out.len() >= a_rows * b_rows, "product output");
-    let serial = rayon::current_num_threads() == 1 || a_rows * b_rows * len * segments < 1 << 18;
+    let serial =
+        rayon::current_num_threads() == 1 || a_rows * b_rows * len * segments < PARALLEL_MIN_FMA;
     if serial {
         return columns(isa, &rows, (0, b_rows), out);
     }

@@ -152,7 +152,7 @@ pub enum Op {
 }
 
 /// Products smaller than this many multiply-adds run on one thread (threading costs more).
-const PARALLEL_MIN_FMA: usize = 1 << 18;
+pub const PARALLEL_MIN_FMA: usize = 1 << 22;
 
 /// `c[m×n] = op(a)[m×k] · op(b)[k×n]`, added to `c` when `accumulate`, else written over it.
 /// Row-major operands; large products use the current rayon pool's threads.

@@ -11,7 +11,7 @@ use crate::backend::cpu_ops::{Activation, Isa};
 use crate::error::{Error, Result};
 use crate::train::array::Array;
 use crate::train::dot::{add_products, Rows};
-use crate::train::real::{matmul, Op, Real};
+use crate::train::real::{matmul, Op, Real, PARALLEL_MIN_FMA};
 use tract_linalg::multithread::{multithread_tract_scope, Executor};
 
 /// A fully connected layer.
@@ -141,9 +141,9 @@ impl<T: Real> Linear<T> {
 fn product(m: usize, k: usize, a: &[f32], b: &[f32], n: usize, c: &mut [f32]) -> Result<()> {
     let conv = PointwiseConv::new(k, m, a, None, false, Activation::NONE, Isa::best())
         .map_err(|e| Error::InvalidArgument(format!("linear: {e}")))?;
-    let executor = match rayon::current_num_threads() {
-        1 => Executor::SingleThread,
-        _ => Executor::RayonGlobal,
+    let executor = match rayon::current_num_threads() > 1 && m * k * n >= PARALLEL_MIN_FMA {
+        false => Executor::SingleThread,
+        true => Executor::RayonGlobal,
     };
     multithread_tract_scope(executor, || conv.run_image(n, b, None, c));
     Ok(())
