@@ -155,9 +155,12 @@ pub fn main(args: Args) -> hydrant::Result<()> {
             for &isa in &isas {
                 let pair = Pair::new(&case, 1, isa).map_err(err)?;
                 if pair.replaced != 1 {
-                    return Err(Error::InvalidArgument(format!(
-                        "{name}: no op of ours replaced it"
-                    )));
+                    // The patch leaves this shape to tract at this thread count.
+                    println!(
+                        "{name:<26} {isa:>6?}   stays with tract on {} thread(s)",
+                        args.threads
+                    );
+                    continue;
                 }
                 let rel = pair.relative_error().map_err(err)?;
                 let (t, o) = pair.time(args.iters, args.cpu_time).map_err(err)?;

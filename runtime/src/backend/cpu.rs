@@ -20,6 +20,9 @@ use tract_onnx::prelude::{
 /// Element type and concrete shape of one segment input.
 pub(crate) type Fact = (DType, Vec<usize>);
 
+/// What a plan is cached by: its input facts, and whether it runs on more than one thread.
+type PlanKey = (Vec<Fact>, bool);
+
 /// A segment compiled for the CPU.
 pub(crate) struct CpuSegment {
     /// Name used in messages (`trunk[cls,box]`, `head seg`).
@@ -34,7 +37,8 @@ pub(crate) struct CpuSegment {
     own_ops: bool,
     /// The largest tensor a node may create, checked per plan before tract sees the graph.
     max_bytes: u64,
-    plans: Mutex<HashMap<Vec<Fact>, Arc<TypedRunnableModel>>>,
+    /// Optimized plans by input facts and whether they run on more than one thread.
+    plans: Mutex<HashMap<PlanKey, Arc<TypedRunnableModel>>>,
 }
 
 impl std::fmt::Debug for CpuSegment {
@@ -168,19 +172,24 @@ impl CpuSegment {
 
     /// The cached optimized plan for these input facts, built on first use.
     pub fn plan(&self, facts: &[Fact]) -> Result<Arc<TypedRunnableModel>> {
-        if let Some(p) = self.plans.lock().unwrap_or_else(|e| e.into_inner()).get(facts) {
+        // Plans for one thread and for several differ (`cpu_ops::patch` chooses some ops by
+        // the threads that will run them: those of the executor the caller runs under).
+        let threads = cpu_ops::parallel::threads();
+        let key = (facts.to_vec(), threads > 1);
+        if let Some(p) = self.plans.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Ok(p.clone());
         }
         let own_ops = self.own_ops;
         let plan = self.guarded(|| {
             let mut model = self.typed(facts, own_ops)?;
             if own_ops {
-                cpu_ops::patch(&mut model, cpu_ops::Isa::best()).map_err(|e| self.err(e))?;
+                cpu_ops::patch(&mut model, cpu_ops::Isa::best(), threads)
+                    .map_err(|e| self.err(e))?;
             }
             model.into_optimized().and_then(|m| m.into_runnable()).map_err(|e| self.err(e))
         })?;
         let mut cache = self.plans.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(cache.entry(facts.to_vec()).or_insert(plan).clone())
+        Ok(cache.entry(key).or_insert(plan).clone())
     }
 
     /// Runs the segment on values named by its inputs; returns values named by its outputs.
