@@ -299,4 +299,22 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn threaded_sums_equal_serial_ones_bit_for_bit() {
+        // Large enough for the threaded path (≥ PARALLEL_MIN_FMA), with a partial last job.
+        let (a_rows, b_rows, len, segments) = (16, 290, 256, 4);
+        assert!(a_rows * b_rows * len * segments >= PARALLEL_MIN_FMA);
+        let a: Vec<f32> = (0..segments * a_rows * len).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..segments * b_rows * len).map(|i| (i as f32 * 0.91).cos()).collect();
+        let rows = Rows { a: &a, a_rows, b: &b, b_rows, len, segments };
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let mut out = vec![0.5f32; a_rows * b_rows];
+            pool.install(|| add_products(Isa::best(), rows, &mut out));
+            out
+        };
+        let (one, two) = (run(1), run(2));
+        assert!(one.iter().zip(&two).all(|(x, y)| x.to_bits() == y.to_bits()));
+    }
 }
