@@ -1,10 +1,14 @@
 //! [`Real`]: the floating-point element type of training (f32 for real work, f64 for gradient
 //! checks), and [`matmul`], the one matrix product every layer uses.
 
+use super::dot::{add_products, Rows};
+use crate::backend::cpu_ops::pointwise::PointwiseConv;
+use crate::backend::cpu_ops::{Activation, Isa};
 use num_traits::{Float, FloatConst, FromPrimitive};
 use std::fmt::Debug;
 use std::iter::Sum;
 use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
+use tract_linalg::multithread::{multithread_tract_scope, Executor};
 
 /// A floating-point type layers, losses and optimizers compute in.
 pub trait Real:
@@ -157,6 +161,9 @@ pub const PARALLEL_MIN_FMA: usize = 1 << 22;
 /// `c[m×n] = op(a)[m×k] · op(b)[k×n]`, added to `c` when `accumulate`, else written over it.
 /// Row-major operands; large products use the current rayon pool's threads.
 ///
+/// In f32, three of the four layouts run on hydrant's own kernels ([`own_f32`]); f64 (the
+/// gradient checks) and `aᵀ · bᵀ` use the `gemm` crate.
+///
 /// # Panics
 /// When a slice is shorter than its shape says (a programming error: callers size buffers).
 #[allow(clippy::too_many_arguments)]
@@ -179,6 +186,13 @@ pub fn matmul<T: Real>(
         if !accumulate {
             c[..m * n].iter_mut().for_each(|x| *x = T::zero());
         }
+        return;
+    }
+    let own = match (T::as_f32s(a), T::as_f32s(b), T::as_f32s_mut(c)) {
+        (Some(a), Some(b), Some(c)) => own_f32((m, n, k), (a, op_a), (b, op_b), c, accumulate),
+        _ => false,
+    };
+    if own {
         return;
     }
     // (row stride, column stride) of each operand as an m×k / k×n matrix.
@@ -222,6 +236,54 @@ pub fn matmul<T: Real>(
     }
 }
 
+/// [`matmul`] in f32 on hydrant's kernels, each reading the larger operand in place; false
+/// (nothing written) for `aᵀ · bᵀ`, which they do not cover.
+/// - `a · bᵀ`: row dot products of `a` and `b` ([`add_products`]);
+/// - `a · b`: `a` packed as a 1×1 convolution's weights, `b`'s rows its input pixels
+///   ([`PointwiseConv`]'s packed-panel kernel);
+/// - `aᵀ · b`: the same, after transposing `a` (the smaller operand where layers use it: the
+///   output gradient, or a convolution group's weights).
+fn own_f32(
+    (m, n, k): (usize, usize, usize),
+    (a, op_a): (&[f32], Op),
+    (b, op_b): (&[f32], Op),
+    c: &mut [f32],
+    accumulate: bool,
+) -> bool {
+    let c = &mut c[..m * n];
+    let isa = Isa::best();
+    let transposed;
+    let a = match (op_a, op_b) {
+        (Op::N, Op::T) => {
+            if !accumulate {
+                c.fill(0.0);
+            }
+            add_products(isa, Rows { a, a_rows: m, b, b_rows: n, len: k, segments: 1 }, c);
+            return true;
+        }
+        (Op::N, Op::N) => &a[..m * k],
+        (Op::T, Op::N) => {
+            let mut t = vec![0f32; m * k];
+            for (kk, row) in a[..k * m].chunks_exact(m).enumerate() {
+                row.iter().enumerate().for_each(|(i, &v)| t[i * k + kk] = v);
+            }
+            transposed = t;
+            &transposed
+        }
+        (Op::T, Op::T) => return false,
+    };
+    let Ok(conv) = PointwiseConv::new(k, m, a, None, false, Activation::NONE, isa) else {
+        return false;
+    };
+    let executor = match rayon::current_num_threads() > 1 && m * n * k >= PARALLEL_MIN_FMA {
+        true => Executor::RayonGlobal,
+        false => Executor::SingleThread,
+    };
+    let residual = accumulate.then(|| c.to_vec());
+    multithread_tract_scope(executor, || conv.run_image(n, b, residual.as_deref(), c));
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +300,31 @@ mod tests {
             }
         }
         c
+    }
+
+    #[test]
+    fn f32_matmul_matches_the_naive_product_for_every_transpose() {
+        // Partial blocks in every direction, and the benchmark MLP's first layer.
+        for (m, n, k) in [(7, 5, 9), (19, 37, 33), (32, 128, 512)] {
+            let a: Vec<f64> = (0..m * k).map(|i| (i as f64 * 0.37).sin()).collect();
+            let b: Vec<f64> = (0..k * n).map(|i| (i as f64 * 0.91).cos()).collect();
+            let (a32, b32): (Vec<f32>, Vec<f32>) =
+                (a.iter().map(|&v| v as f32).collect(), b.iter().map(|&v| v as f32).collect());
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let want = naive(m, n, k, &a, ta, &b, tb);
+                let op = |t| if t { Op::T } else { Op::N };
+                let mut c = vec![1f32; m * n];
+                matmul(m, n, k, &a32, op(ta), &b32, op(tb), &mut c, false);
+                let tol = 1e-5 * k as f64;
+                for (x, y) in c.iter().zip(&want) {
+                    assert!((*x as f64 - y).abs() < tol, "{m}×{n}×{k} {ta} {tb}: {x} vs {y}");
+                }
+                matmul(m, n, k, &a32, op(ta), &b32, op(tb), &mut c, true);
+                for (x, y) in c.iter().zip(&want) {
+                    assert!((*x as f64 - 2.0 * y).abs() < 2.0 * tol, "accumulate {ta} {tb}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,18 +1,12 @@
 //! `Linear`: `y = x Wᵀ + b` on the last dimension (PyTorch `nn.Linear`), W `[out, in]`.
 //!
-//! In f32 the three products run on hydrant's own kernels, each reading its larger operand in
-//! place: the forward pass as row dot products of `x` and `W` ([`add_products`]), the weight
-//! and input gradients on the packed-panel kernel (`dyᵀ · x` and `dy · W`). f64 (the gradient
-//! checks) uses the general [`matmul`].
+//! Its three products are [`matmul`]s, which in f32 run on hydrant's own kernels (row dot
+//! products for `x · Wᵀ`, the packed-panel kernel for `dy · W` and `dyᵀ · x`).
 
 use super::{grad_shape, no_forward, shape_error, Layer, Param, Pass};
-use crate::backend::cpu_ops::pointwise::PointwiseConv;
-use crate::backend::cpu_ops::{Activation, Isa};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::train::array::Array;
-use crate::train::dot::{add_products, Rows};
-use crate::train::real::{matmul, Op, Real, PARALLEL_MIN_FMA};
-use tract_linalg::multithread::{multithread_tract_scope, Executor};
+use crate::train::real::{matmul, Op, Real};
 
 /// A fully connected layer.
 #[derive(Debug, Clone)]
@@ -61,14 +55,7 @@ impl<T: Real> Layer<T> for Linear<T> {
             }
         }
         let w = self.weight.value.data();
-        match (T::as_f32s(x.data()), T::as_f32s(w), T::as_f32s_mut(y.data_mut())) {
-            // y[n][o] += x[n] · W[o]: both run along the input features, read in place.
-            (Some(a), Some(b), Some(y)) => {
-                let products = Rows { a, a_rows: rows, b, b_rows: out, len: inf, segments: 1 };
-                add_products(Isa::best(), products, y);
-            }
-            _ => matmul(rows, out, inf, x.data(), Op::N, w, Op::T, y.data_mut(), true),
-        }
+        matmul(rows, out, inf, x.data(), Op::N, w, Op::T, y.data_mut(), self.bias.is_some());
         self.input = pass.training.then_some(x);
         Ok(y)
     }
@@ -80,11 +67,7 @@ impl<T: Real> Layer<T> for Linear<T> {
         // dx = dy W.
         let mut dx = x.zeros_like();
         let w = self.weight.value.data();
-        match (T::as_f32s(dy.data()), T::as_f32s(w), T::as_f32s_mut(dx.data_mut())) {
-            // dx[rows × in] = dy[rows × out] · W[out × in], W's rows read in place.
-            (Some(dy), Some(w), Some(dx)) => product(rows, out, dy, w, inf, dx)?,
-            _ => matmul(rows, inf, out, dy.data(), Op::N, w, Op::N, dx.data_mut(), false),
-        }
+        matmul(rows, inf, out, dy.data(), Op::N, w, Op::N, dx.data_mut(), false);
         Ok(dx)
     }
 
@@ -112,19 +95,7 @@ impl<T: Real> Linear<T> {
         let (out, inf) = self.dims();
         let rows = x.len() / inf;
         let grad = self.weight.grad.data_mut();
-        match (T::as_f32s(dy.data()), T::as_f32s(x.data()), T::as_f32s_mut(grad)) {
-            // dW[out × in] += dyᵀ[out × rows] · x[rows × in], x's rows read in place.
-            (Some(dy), Some(x), Some(grad)) => {
-                let mut dyt = vec![0f32; out * rows];
-                for (r, row) in dy.chunks_exact(out).enumerate() {
-                    row.iter().enumerate().for_each(|(o, &v)| dyt[o * rows + r] = v);
-                }
-                let mut dw = vec![0f32; out * inf];
-                product(out, rows, &dyt, x, inf, &mut dw)?;
-                grad.iter_mut().zip(dw).for_each(|(g, d)| *g += d);
-            }
-            _ => matmul(out, inf, rows, dy.data(), Op::T, x.data(), Op::N, grad, true),
-        }
+        matmul(out, inf, rows, dy.data(), Op::T, x.data(), Op::N, grad, true);
         if let Some(b) = &mut self.bias {
             let g = b.grad.data_mut();
             for row in dy.data().chunks_exact(out) {
@@ -133,20 +104,6 @@ impl<T: Real> Linear<T> {
         }
         Ok(x)
     }
-}
-
-/// `c[m × n] = a[m × k] · b[k × n]` (row-major) on hydrant's packed-panel kernel, which reads
-/// `b`'s rows in place: `a` is packed as a 1×1 convolution's weights and `b` is its input of
-/// `n` pixels. Threaded on the current rayon pool.
-fn product(m: usize, k: usize, a: &[f32], b: &[f32], n: usize, c: &mut [f32]) -> Result<()> {
-    let conv = PointwiseConv::new(k, m, a, None, false, Activation::NONE, Isa::best())
-        .map_err(|e| Error::InvalidArgument(format!("linear: {e}")))?;
-    let executor = match rayon::current_num_threads() > 1 && m * k * n >= PARALLEL_MIN_FMA {
-        false => Executor::SingleThread,
-        true => Executor::RayonGlobal,
-    };
-    multithread_tract_scope(executor, || conv.run_image(n, b, None, c));
-    Ok(())
 }
 
 #[cfg(test)]
