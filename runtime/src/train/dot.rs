@@ -8,9 +8,9 @@
 //! lanes) on x86_64, chosen at run time, and a portable one (2 × 4 rows, 8 lanes, fused
 //! multiply-adds on aarch64) that compilers vectorise elsewhere.
 
+use crate::backend::cpu_ops::parallel::{self, SharedOut};
 use crate::backend::cpu_ops::Isa;
 use crate::train::real::PARALLEL_MIN_FMA;
-use rayon::prelude::*;
 
 /// The operands: `segments` segments, each holding `a_rows` rows of `a` and `b_rows` rows of
 /// `b`, every row `len` values long and contiguous (segment `s`, row `i` of `a` starts at
@@ -49,7 +49,7 @@ impl Rows<'_> {
 const JOB_ROWS: usize = 16;
 
 /// `out[i·b_rows + j] += Σ_s Σ_p a_s[i][p] · b_s[j][p]`, threaded over blocks of `b` rows on
-/// the current rayon pool when the product is large enough to pay for it.
+/// the current pool ([`parallel::for_each`]) when the product is large enough to pay for it.
 ///
 /// # Panics
 /// When a slice is shorter than the shapes say (callers size them).
@@ -57,19 +57,24 @@ pub fn add_products(isa: Isa, rows: Rows<'_>, out: &mut [f32]) {
     let Rows { a_rows, b_rows, len, segments, .. } = rows;
     assert!(rows.a.len() >= segments * a_rows * len && rows.b.len() >= segments * b_rows * len);
     assert!(out.len() >= a_rows * b_rows, "product output");
-    let serial =
-        rayon::current_num_threads() == 1 || a_rows * b_rows * len * segments < PARALLEL_MIN_FMA;
+    let serial = parallel::threads() == 1 || a_rows * b_rows * len * segments < PARALLEL_MIN_FMA;
     if serial {
         return columns(isa, &rows, (0, b_rows), out);
     }
-    let job = |blk: usize| {
-        let cols = (blk * JOB_ROWS, ((blk + 1) * JOB_ROWS).min(b_rows));
-        let mut part = vec![0f32; a_rows * (cols.1 - cols.0)];
-        columns(isa, &rows, cols, &mut part);
-        (cols, part)
-    };
-    let parts: Vec<_> = (0..b_rows.div_ceil(JOB_ROWS)).into_par_iter().map(job).collect();
-    for ((c0, c1), part) in parts {
+    // Job `blk` sums b rows `cols` into its own `a_rows × (cols.1 − cols.0)` part of `parts`,
+    // which starts at `a_rows · cols.0`: the parts are disjoint.
+    let cols_of = |blk: usize| (blk * JOB_ROWS, ((blk + 1) * JOB_ROWS).min(b_rows));
+    let mut parts = vec![0f32; a_rows * b_rows];
+    let shared = SharedOut::new(&mut parts);
+    parallel::for_each(b_rows.div_ceil(JOB_ROWS), |blk| {
+        let cols = cols_of(blk);
+        // SAFETY: job `blk` alone touches this range (above).
+        let part = unsafe { shared.slice(a_rows * cols.0, a_rows * (cols.1 - cols.0)) };
+        columns(isa, &rows, cols, part);
+    });
+    for blk in 0..b_rows.div_ceil(JOB_ROWS) {
+        let (c0, c1) = cols_of(blk);
+        let part = &parts[a_rows * c0..][..a_rows * (c1 - c0)];
         for (i, sums) in part.chunks_exact(c1 - c0).enumerate() {
             let dst = &mut out[i * b_rows + c0..][..c1 - c0];
             dst.iter_mut().zip(sums).for_each(|(d, &s)| *d += s);
@@ -262,6 +267,8 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::cpu_ops::spin_pool::SpinPool;
+    use std::sync::Arc;
 
     #[test]
     fn every_isa_matches_an_f64_reference() {
@@ -309,9 +316,9 @@ mod tests {
         let b: Vec<f32> = (0..segments * b_rows * len).map(|i| (i as f32 * 0.91).cos()).collect();
         let rows = Rows { a: &a, a_rows, b: &b, b_rows, len, segments };
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let pool = SpinPool::new(threads).map(Arc::new).expect("threads start");
             let mut out = vec![0.5f32; a_rows * b_rows];
-            pool.install(|| add_products(Isa::best(), rows, &mut out));
+            parallel::with_pool(Some(&pool), || add_products(Isa::best(), rows, &mut out));
             out
         };
         let (one, two) = (run(1), run(2));

@@ -2,6 +2,7 @@
 //! checks), and [`matmul`], the one matrix product every layer uses.
 
 use super::dot::{add_products, Rows};
+use crate::backend::cpu_ops::parallel;
 use crate::backend::cpu_ops::pointwise::PointwiseConv;
 use crate::backend::cpu_ops::{Activation, Isa};
 use num_traits::{Float, FloatConst, FromPrimitive};
@@ -275,12 +276,13 @@ fn own_f32(
     let Ok(conv) = PointwiseConv::new(k, m, a, None, false, Activation::NONE, isa) else {
         return false;
     };
-    let executor = match rayon::current_num_threads() > 1 && m * n * k >= PARALLEL_MIN_FMA {
-        true => Executor::RayonGlobal,
-        false => Executor::SingleThread,
-    };
     let residual = accumulate.then(|| c.to_vec());
-    multithread_tract_scope(executor, || conv.run_image(n, b, residual.as_deref(), c));
+    let mut run = move || conv.run_image(n, b, residual.as_deref(), c);
+    match parallel::threads() > 1 && m * n * k >= PARALLEL_MIN_FMA {
+        true => run(),
+        // Small products on this thread alone: waking the others costs more.
+        false => parallel::with_pool(None, || multithread_tract_scope(Executor::SingleThread, run)),
+    }
     true
 }
 

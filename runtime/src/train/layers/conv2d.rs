@@ -10,6 +10,7 @@
 
 use super::{grad_shape, no_forward, shape_error, Layer, Param, Pass};
 use crate::backend::cpu_ops::copy::copy_row;
+use crate::backend::cpu_ops::parallel::{self, SharedOut};
 use crate::backend::cpu_ops::pointwise::PointwiseConv;
 use crate::backend::cpu_ops::{Activation, Isa};
 use crate::error::{Error, Result};
@@ -242,10 +243,7 @@ impl<T: Real> Conv2d<T> {
     }
 
     /// `y = W · col (+ bias)` for one image's unfolded input, into its `[out, Ho·Wo]` output.
-    fn multiply(&self, col: &[T], spatial: usize, packed: Option<&PointwiseConv>, y: &mut [T]) {
-        if let (Some(conv), Some(col), Some(y)) = (packed, T::as_f32s(col), T::as_f32s_mut(y)) {
-            return conv.run_image(spatial, col, None, y);
-        }
+    fn multiply(&self, col: &[T], spatial: usize, y: &mut [T]) {
         let (og, kg) = self.group_sizes();
         let w = self.weight.value.data();
         for grp in 0..self.geometry.groups {
@@ -292,9 +290,22 @@ impl<T: Real> Layer<T> for Conv2d<T> {
         let mut y = Array::zeros(&[d.n, self.geometry.out_channels, d.ho, d.wo])?;
         let packed = self.packed()?;
         let per_image = self.geometry.out_channels * spatial;
-        let images =
-            y.data_mut().par_chunks_mut(per_image).zip(col.par_chunks(d.c * k * k * spatial));
-        images.for_each(|(yb, cb)| self.multiply(cb, spatial, packed.as_ref(), yb));
+        let per_col = d.c * k * k * spatial;
+        match (&packed, T::as_f32s(&col), T::as_f32s_mut(y.data_mut())) {
+            // One image per job on hydrant's pool (the kernel inside runs on its thread).
+            (Some(conv), Some(cols), Some(out)) => {
+                let shared = SharedOut::new(out);
+                parallel::for_each(d.n, |i| {
+                    // SAFETY: image `i`'s output range is job `i`'s alone.
+                    let yb = unsafe { shared.slice(i * per_image, per_image) };
+                    conv.run_image(spatial, &cols[i * per_col..][..per_col], None, yb);
+                });
+            }
+            _ => {
+                let images = y.data_mut().par_chunks_mut(per_image).zip(col.par_chunks(per_col));
+                images.for_each(|(yb, cb)| self.multiply(cb, spatial, yb));
+            }
+        }
         self.saved = pass.training.then(|| (x.shape().to_vec(), col));
         Ok(y)
     }

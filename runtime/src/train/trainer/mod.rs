@@ -17,6 +17,8 @@ use super::optim::{
 use super::spec::TaskSpec;
 use super::weighting::{Alternation, WeightState, Weighting};
 use super::Head;
+use crate::backend::cpu_ops::parallel::with_pool;
+use crate::backend::cpu_ops::spin_pool::SpinPool;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use rand::seq::SliceRandom;
@@ -25,6 +27,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::ops::ControlFlow;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 mod checkpoint;
 
@@ -168,6 +171,8 @@ pub struct Trainer {
     weighting: WeightState,
     rng: ChaCha8Rng,
     pool: rayon::ThreadPool,
+    /// The spinning pool hydrant's own product kernels share during a step (`threads > 1`).
+    spin: Option<Arc<SpinPool>>,
     epoch: usize,
     step: usize,
     split: Option<(Vec<usize>, Vec<usize>)>,
@@ -225,7 +230,9 @@ impl Trainer {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| {
             Error::InvalidArgument(format!("cannot start {threads} training threads: {e}"))
         })?;
+        let spin = (threads > 1).then(|| SpinPool::new(threads).map(Arc::new)).flatten();
         Ok(Trainer {
+            spin,
             cache: FeatureCache::new(options.memory_budget, options.cache_dir.clone()),
             rng: ChaCha8Rng::seed_from_u64(options.seed),
             tasks,
@@ -431,7 +438,9 @@ impl Trainer {
         );
         let mut result = Ok(());
         for _ in 0..epochs {
-            let report = match pool.install(|| self.run_epoch(total_steps)) {
+            let spin = self.spin.clone();
+            let epoch = || with_pool(spin.as_ref(), || self.run_epoch(total_steps));
+            let report = match pool.install(epoch) {
                 Ok(r) => r,
                 Err(e) => {
                     result = Err(e);
@@ -517,7 +526,8 @@ impl Trainer {
                 .build()
                 .map_err(|e| Error::InvalidArgument(e.to_string()))?,
         );
-        let r = pool.install(|| self.measure(&idx));
+        let spin = self.spin.clone();
+        let r = pool.install(|| with_pool(spin.as_ref(), || self.measure(&idx)));
         self.pool = pool;
         r
     }
