@@ -20,8 +20,8 @@ use tract_onnx::prelude::{
 /// Element type and concrete shape of one segment input.
 pub(crate) type Fact = (DType, Vec<usize>);
 
-/// What a plan is cached by: its input facts, and whether it runs on more than one thread.
-type PlanKey = (Vec<Fact>, bool);
+/// What a plan is cached by: its input facts.
+type PlanKey = Vec<Fact>;
 
 /// A segment compiled for the CPU.
 pub(crate) struct CpuSegment {
@@ -37,7 +37,7 @@ pub(crate) struct CpuSegment {
     own_ops: bool,
     /// The largest tensor a node may create, checked per plan before tract sees the graph.
     max_bytes: u64,
-    /// Optimized plans by input facts and whether they run on more than one thread.
+    /// Optimized plans by input facts.
     plans: Mutex<HashMap<PlanKey, Arc<TypedRunnableModel>>>,
 }
 
@@ -172,10 +172,7 @@ impl CpuSegment {
 
     /// The cached optimized plan for these input facts, built on first use.
     pub fn plan(&self, facts: &[Fact]) -> Result<Arc<TypedRunnableModel>> {
-        // Plans for one thread and for several differ (`cpu_ops::patch` chooses some ops by
-        // the threads that will run them: those of the executor the caller runs under).
-        let threads = cpu_ops::parallel::threads();
-        let key = (facts.to_vec(), threads > 1);
+        let key = facts.to_vec();
         if let Some(p) = self.plans.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Ok(p.clone());
         }
@@ -183,8 +180,7 @@ impl CpuSegment {
         let plan = self.guarded(|| {
             let mut model = self.typed(facts, own_ops)?;
             if own_ops {
-                cpu_ops::patch(&mut model, cpu_ops::Isa::best(), threads)
-                    .map_err(|e| self.err(e))?;
+                cpu_ops::patch(&mut model, cpu_ops::Isa::best()).map_err(|e| self.err(e))?;
             }
             model.into_optimized().and_then(|m| m.into_runnable()).map_err(|e| self.err(e))
         })?;

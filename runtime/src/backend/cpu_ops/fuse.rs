@@ -26,12 +26,11 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 /// Fewest input and output channels for which a convolution is worth replacing.
 const MIN_CHANNELS: usize = 16;
 
-/// Replaces every eligible convolution of `model` (decluttered, concrete shapes) for a plan
-/// that runs on `threads` threads (some choices depend on it); returns how many were
-/// replaced. Ops it does not recognise are left to tract.
-pub fn patch(model: &mut TypedModel, isa: Isa, threads: usize) -> TractResult<usize> {
-    let conv = |m: &TypedModel, id, isa| conv_patch(m, id, isa, threads);
-    Ok(patch_nodes::<Conv>(model, isa, conv)? + patch_nodes::<MaxPool>(model, isa, maxpool_patch)?)
+/// Replaces every eligible convolution of `model` (decluttered, concrete shapes); returns how
+/// many were replaced. Ops it does not recognise are left to tract.
+pub fn patch(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
+    Ok(patch_nodes::<Conv>(model, isa, conv_patch)?
+        + patch_nodes::<MaxPool>(model, isa, maxpool_patch)?)
 }
 
 /// A patch replacing 2-D f32 `MaxPool` node `id` (no index output, no dilation, stride 1 or
@@ -343,12 +342,7 @@ fn bias_values(bias: &Tensor, n: usize) -> TractResult<Option<Vec<f32>>> {
 /// A patch replacing conv node `id` (and a following residual `Add` and clamps) by a
 /// [`WinogradConv`] (stride-1 3×3), an [`Im2colConv`] (other kernels and strides) or a
 /// [`DepthwiseConv`], or `None` when the node is not eligible.
-fn conv_patch(
-    model: &TypedModel,
-    id: usize,
-    isa: Isa,
-    threads: usize,
-) -> TractResult<Option<TypedModelPatch>> {
+fn conv_patch(model: &TypedModel, id: usize, isa: Isa) -> TractResult<Option<TypedModelPatch>> {
     let node = model.node(id);
     let Some(conv) = node.op_as::<Conv>() else { return Ok(None) };
     if conv.group > 1 {
@@ -358,16 +352,12 @@ fn conv_patch(
     let ConvShape { cin, cout, kernel: kernel_hw, stride: strides, pads: _ } = shape;
     let winograd = kernel_hw == (3, 3) && strides == (1, 1) && cin >= MIN_CHANNELS;
     // 1×1 convolutions are `patch_pointwise`'s (those it leaves, strided or padded, stay
-    // with tract).
-    // Strided 3×3 convolutions with 128+ input channels stay with tract too when the plan
-    // runs on one thread: there its packed matrix product beats ours on ResNet-18's
-    // (`bench-ops --only 3x3/2 --cpu-time`: 1.1× and 1.25× less time for 128 and 256
-    // channels; ours takes 0.7× of its time for 64). On more threads tract's product scales
-    // worse than ours, which then wins on these shapes too (`bench-ops --threads 2`).
-    let im2col = !winograd
-        && kernel_hw != (1, 1)
-        && !(kernel_hw == (3, 3) && cin >= 128 && threads <= 1)
-        && cin * kernel_hw.0 * kernel_hw.1 >= MIN_CHANNELS;
+    // with tract). Every other convolution is ours: since the panel kernel prefetches its
+    // weights, it beats tract's product on ResNet-18's strided 3×3 convolutions also on one
+    // thread (`bench-ops --only 3x3/2`: 0.55× tract's time for 256 input channels, 0.79× for
+    // 64, 1.07× for 128; the whole model at batch 1 takes 26 → 24.5 ms).
+    let im2col =
+        !winograd && kernel_hw != (1, 1) && cin * kernel_hw.0 * kernel_hw.1 >= MIN_CHANNELS;
     if !(winograd || im2col) || cout < MIN_CHANNELS || node.inputs.len() != 3 {
         return Ok(None);
     }

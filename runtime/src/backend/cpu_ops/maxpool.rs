@@ -168,7 +168,7 @@ mod tests {
             (0..n * c * h * w).map(|i| ((i * 7919 + seed * 31) % 1013) as f32 - 506.0).collect();
         let input = tvec![Tensor::from_shape(&[n, c, h, w], &values).unwrap().into_tvalue()];
         let mut ours = m.clone();
-        let replaced = super::super::fuse::patch(&mut ours, super::super::Isa::best(), 2).unwrap();
+        let replaced = super::super::fuse::patch(&mut ours, super::super::Isa::best()).unwrap();
         let run = |m: TypedModel| {
             let plan = m.into_optimized().unwrap().into_runnable().unwrap();
             plan.run(input.clone()).unwrap().remove(0).into_tensor()

@@ -1,7 +1,7 @@
 //! Single-convolution models: the reference tests of hydrant's ops against tract's own, and
 //! the micro-benchmark behind `hydrant bench-ops`.
 
-use super::{fuse, parallel, Isa};
+use super::{fuse, Isa};
 use std::time::Instant;
 pub use tract_onnx::prelude::TractError;
 use tract_onnx::prelude::*;
@@ -122,8 +122,7 @@ impl Pair {
     pub fn new(case: &ConvCase, seed: u64, isa: Isa) -> TractResult<Pair> {
         let (model, inputs) = case.model(seed)?;
         let mut patched = model.clone();
-        let replaced = fuse::patch_pointwise(&mut patched, isa)?
-            + fuse::patch(&mut patched, isa, parallel::threads())?;
+        let replaced = fuse::patch_pointwise(&mut patched, isa)? + fuse::patch(&mut patched, isa)?;
         Ok(Pair {
             tract: model.into_optimized()?.into_runnable()?,
             ours: patched.into_optimized()?.into_runnable()?,
@@ -138,7 +137,7 @@ impl Pair {
         let (model, inputs) = case.model(seed)?;
         let model = model.into_decluttered()?;
         let mut patched = model.clone();
-        let replaced = fuse::patch(&mut patched, isa, parallel::threads())?;
+        let replaced = fuse::patch(&mut patched, isa)?;
         Ok(Pair {
             tract: model.into_optimized()?.into_runnable()?,
             ours: patched.into_optimized()?.into_runnable()?,

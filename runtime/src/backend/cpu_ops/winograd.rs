@@ -646,11 +646,11 @@ mod tests {
         };
         let (n, names) = ops(base);
         assert!(n == 1 && names.iter().any(|o| o == "WinogradConv"), "{names:?}");
-        let strided_64 = ConvCase { cin: 64, stride: 2, ..base };
         for case in [
             ConvCase { stride: 2, ..base },
             ConvCase { kernel: 5, pads: [2; 4], ..base },
-            strided_64,
+            ConvCase { cin: 64, stride: 2, ..base },
+            ConvCase { cin: 128, stride: 2, ..base },
         ] {
             let (n, names) = ops(case);
             assert!(n == 1 && names.iter().any(|o| o == "Im2colConv"), "{case:?}: {names:?}");
@@ -658,9 +658,8 @@ mod tests {
         let one_by_one = ConvCase { kernel: 1, pads: [0; 4], ..base };
         let (n, names) = ops(one_by_one);
         assert!(n == 1 && names.iter().any(|o| o == "PointwiseConv"), "{names:?}");
-        let strided_wide = ConvCase { cin: 128, stride: 2, ..base };
         let strided_one_by_one = ConvCase { stride: 2, ..one_by_one };
-        for case in [strided_one_by_one, ConvCase { cout: 8, ..base }, strided_wide] {
+        for case in [strided_one_by_one, ConvCase { cout: 8, ..base }] {
             assert_eq!(ops(case).0, 0, "{case:?}");
         }
     }
