@@ -9,7 +9,8 @@
 //! every output is nine multiply-adds at fixed offsets from one running index: one unit-stride
 //! loop over the band that vectorises, whatever the width. The same code is compiled for
 //! AVX-512F, for AVX2+FMA and portably (chosen at run time; the portable one is what aarch64
-//! runs, with NEON).
+//! runs, with NEON); with AVX-512F, stride-1 bands are swept four output rows at a time from
+//! registers instead ([`super::depthwise_avx512`]).
 //!
 //! Error: each output sums the same nine products as a direct convolution, in a fixed order;
 //! tests bound the difference to tract's own op by 1e-5 of the output's largest magnitude.
@@ -258,19 +259,24 @@ impl DepthwiseConv {
 
 /// Whether channels in vector lanes ([`depthwise_lanes`]) beat row sweeps for this ISA,
 /// stride and output width. Measured with `hydrant bench-ops --only dw --cpu-time` on
-/// MobileNet-V2's shapes (Zen 4): the lanes win on planes up to 14 wide with every ISA (about
-/// 1.5–2.5× on 7×7 and 14×14) and lose on wider ones (2–3× slower at 112, portable), except
-/// with AVX-512, whose copies are register transposes: there stride 2 wins at every width
-/// (1.1–1.6×), and stride 1 ties at 28 and 56.
+/// MobileNet-V2's shapes (Zen 4): with AVX-512, whose stride-1 rows are register-blocked
+/// ([`super::depthwise_avx512`]), they win from 14 wide up (1.8× at 14, 2.4× at 28–112) and
+/// tie at 7, and its lanes' copies are register transposes, so stride 2 runs in lanes at every
+/// width (1.1–1.6×). With the other ISAs the lanes win on planes up to 14 wide (about 1.5–2.5×
+/// on 7×7 and 14×14) and lose on wider ones (2–3× slower at 112, portable).
 fn lanes_win(isa: Isa, stride: usize, ow: usize) -> bool {
-    ow <= 14 || (isa == Isa::Avx512 && stride == 2)
+    match isa {
+        Isa::Avx512 => stride == 2 || ow <= 7,
+        _ => ow <= 14,
+    }
 }
 
 thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = RefCell::default();
 }
 
-/// [`plane_body`] compiled for `isa`: with AVX-512F (512-bit vectors), AVX2+FMA or neither.
+/// [`plane_body`] compiled for `isa`: with AVX-512F (512-bit vectors; stride 1 through the
+/// register-blocked sweep of [`super::depthwise_avx512`]), AVX2+FMA or neither.
 #[allow(clippy::too_many_arguments)]
 fn plane(
     isa: Isa,
@@ -295,7 +301,15 @@ fn plane(
             dst: &mut [f32],
             scratch: &mut [f32],
         ) {
-            plane_body::<true>(geo, src, k, bias, act, dst, scratch)
+            if geo.stride != 1 {
+                return plane_body::<true>(geo, src, k, bias, act, dst, scratch);
+            }
+            let width = geo.width();
+            let planes = &mut scratch[..geo.rows() * width];
+            for (b, dst) in dst.chunks_mut(geo.band * geo.ow).enumerate() {
+                fill_planes(geo, src, b * geo.band, planes);
+                super::depthwise_avx512::band(planes, width, geo.ow, k, bias, act, dst);
+            }
         }
         #[target_feature(enable = "avx2,fma")]
         #[allow(clippy::too_many_arguments)]
@@ -544,6 +558,42 @@ mod tests {
                 assert!(rows.iter().all(|x| (0.0..=6.0).contains(x)), "{isa:?}: not all written");
                 // The same products summed in the same order: equal to the bit.
                 assert_eq!(rows, lanes, "{isa:?} stride {stride} pads {pads:?}");
+            }
+        }
+    }
+
+    /// The AVX-512 register-blocked stride-1 sweep against the AVX2 one-loop sweep (the same
+    /// fused products in the same order): equal to the bit on every width around the vector
+    /// size and on bands whose row count is not a multiple of the block.
+    #[test]
+    fn the_blocked_avx512_sweep_equals_the_one_loop_sweep() {
+        let isas = Isa::available();
+        if !(isas.contains(&Isa::Avx512) && isas.contains(&Isa::Avx2)) {
+            return;
+        }
+        let channels = 3;
+        let mut seed = 11u32;
+        let mut rnd = || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        let k: Vec<f32> = (0..channels * 9).map(|_| rnd()).collect();
+        let bias: Vec<f32> = (0..channels).map(|_| rnd()).collect();
+        for (h, w) in [(1, 8), (5, 15), (9, 16), (7, 17), (70, 31), (13, 33), (6, 64), (3, 100)] {
+            let input: Vec<f32> = (0..channels * h * w).map(|_| rnd()).collect();
+            for pads in [[1; 4], [0, 2, 2, 0]] {
+                let run = |isa| {
+                    let act = Activation::RELU6;
+                    let op =
+                        DepthwiseConv::new(&k, Some(&bias), channels, 1, pads, act, isa).unwrap();
+                    let (oh, ow) = op.out_hw(h, w).unwrap();
+                    let mut out = vec![f32::NAN; channels * oh * ow];
+                    op.run_rows((h, w), (oh, ow), 1, &input, &mut out);
+                    out
+                };
+                let (wide, narrow) = (run(Isa::Avx512), run(Isa::Avx2));
+                assert!(wide.iter().all(|x| (0.0..=6.0).contains(x)), "{h}×{w}: not all written");
+                assert_eq!(wide, narrow, "{h}×{w} pads {pads:?}");
             }
         }
     }

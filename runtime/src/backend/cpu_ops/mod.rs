@@ -19,6 +19,8 @@
 
 pub(crate) mod copy;
 pub mod depthwise;
+#[cfg(target_arch = "x86_64")]
+mod depthwise_avx512;
 mod depthwise_lanes;
 pub mod fuse;
 pub(crate) mod gemm;

@@ -1,0 +1,124 @@
+//! The AVX-512F sweep of a stride-1 band of [`DepthwiseConv`](super::depthwise::DepthwiseConv):
+//! [`ROWS`] output rows at a time, 16 columns per vector, accumulated in registers, so each
+//! input vector loaded feeds every output row it reaches (18 loads for 36 multiply-adds instead
+//! of 36), and outputs are stored once, clamped, into the output plane. The last vector of a
+//! row is masked. Other ISAs run the portable loop of [`super::depthwise`].
+//!
+//! (The same blocking over stride 2's row/column parity phases measured no faster than the
+//! lanes layout, whose copies are register transposes, so stride 2 stays there.)
+
+use super::Activation;
+use std::arch::x86_64::*;
+
+/// Output rows computed together.
+const ROWS: usize = 4;
+
+/// `dst` (`rows × ow`, row-major) from a band's zero-padded input rows: output `(y, x)` is
+/// `act(bias + Σ k[ky·3 + kx] · planes[(y + ky)·width + x + kx])`.
+///
+/// Panics unless `width ≥ ow + 2`, `dst` holds whole rows and `planes` the `rows + 2` input
+/// rows they read.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn band(
+    planes: &[f32],
+    width: usize,
+    ow: usize,
+    k: &[f32; 9],
+    bias: f32,
+    act: Activation,
+    dst: &mut [f32],
+) {
+    assert!(ow > 0 && width >= ow + 2 && dst.len().is_multiple_of(ow));
+    let rows = dst.len() / ow;
+    assert!(planes.len() >= (rows + 2) * width, "band scratch too short");
+    let v = Vectors::new(k, bias, act);
+    let (src, out) = (planes.as_ptr(), dst.as_mut_ptr());
+    let mut y = 0;
+    while y + ROWS <= rows {
+        // SAFETY: rows `y..y + ROWS` of `dst` and input rows `y..y + ROWS + 2` are in bounds
+        // (asserted above); `block` reads and writes only those, and masks the last vector.
+        block::<ROWS>(src.add(y * width), width, ow, &v, out.add(y * ow));
+        y += ROWS;
+    }
+    while y < rows {
+        block::<1>(src.add(y * width), width, ow, &v, out.add(y * ow));
+        y += 1;
+    }
+}
+
+/// The weights, bias and clamp bounds, broadcast.
+struct Vectors {
+    w: [__m512; 9],
+    bias: __m512,
+    lo: __m512,
+    hi: __m512,
+}
+
+impl Vectors {
+    #[target_feature(enable = "avx512f")]
+    unsafe fn new(k: &[f32; 9], bias: f32, act: Activation) -> Vectors {
+        let mut w = [_mm512_setzero_ps(); 9];
+        for (w, &k) in w.iter_mut().zip(k) {
+            *w = _mm512_set1_ps(k);
+        }
+        let (lo, hi) = (_mm512_set1_ps(act.lo), _mm512_set1_ps(act.hi));
+        Vectors { w, bias: _mm512_set1_ps(bias), lo, hi }
+    }
+
+    /// Stores row `r` of `acc`, clamped, at `dst + r·ow` (lanes in `mask`).
+    ///
+    /// # Safety
+    /// AVX-512F; `dst` writable for `(R - 1)·ow` values plus the masked lanes.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn store<const R: usize>(
+        &self,
+        acc: &[__m512; R],
+        mask: __mmask16,
+        dst: *mut f32,
+        ow: usize,
+    ) {
+        for (r, &a) in acc.iter().enumerate() {
+            // `max(lo, a)` then `min(hi, ·)`: a NaN sum stays NaN, as `Activation::apply`.
+            let y = _mm512_min_ps(self.hi, _mm512_max_ps(self.lo, a));
+            _mm512_mask_storeu_ps(dst.add(r * ow), mask, y);
+        }
+    }
+}
+
+/// `R` output rows from input rows `src`, `src + width`, … (`R + 2` of them).
+///
+/// # Safety
+/// AVX-512F; `src` must be readable for `(R + 1)·width + ow + 2` values and `dst` writable for
+/// `R·ow`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn block<const R: usize>(
+    src: *const f32,
+    width: usize,
+    ow: usize,
+    v: &Vectors,
+    dst: *mut f32,
+) {
+    let mut c = 0;
+    while c < ow {
+        let mask = if ow - c >= 16 { 0xffff } else { ((1u32 << (ow - c)) - 1) as __mmask16 };
+        let mut acc = [v.bias; R];
+        for i in 0..R + 2 {
+            let row = src.add(i * width + c);
+            for kx in 0..3 {
+                let x = _mm512_maskz_loadu_ps(mask, row.add(kx));
+                for ky in 0..3 {
+                    if i >= ky && i - ky < R {
+                        acc[i - ky] = _mm512_fmadd_ps(v.w[ky * 3 + kx], x, acc[i - ky]);
+                    }
+                }
+            }
+        }
+        v.store(&acc, mask, dst.add(c), ow);
+        c += 16;
+    }
+}
