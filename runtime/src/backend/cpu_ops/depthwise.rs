@@ -15,7 +15,7 @@
 //! Error: each output sums the same nine products as a direct convolution, in a fixed order;
 //! tests bound the difference to tract's own op by 1e-5 of the output's largest magnitude.
 
-use super::copy::{copy_row, every_other};
+use super::copy::{copy_row, every_other, zero_row};
 use super::depthwise_lanes::{self, GroupWeights, Lanes, GROUP};
 use super::parallel::{self, SharedOut};
 use super::plane_op;
@@ -259,14 +259,15 @@ impl DepthwiseConv {
 
 /// Whether channels in vector lanes ([`depthwise_lanes`]) beat row sweeps for this ISA,
 /// stride and output width. Measured with `hydrant bench-ops --only dw --cpu-time` on
-/// MobileNet-V2's shapes (Zen 4): with AVX-512, whose stride-1 rows are register-blocked
-/// ([`super::depthwise_avx512`]), they win from 14 wide up (1.8× at 14, 2.4× at 28–112) and
-/// tie at 7, and its lanes' copies are register transposes, so stride 2 runs in lanes at every
-/// width (1.1–1.6×). With the other ISAs the lanes win on planes up to 14 wide (about 1.5–2.5×
-/// on 7×7 and 14×14) and lose on wider ones (2–3× slower at 112, portable).
+/// MobileNet-V2's shapes (Zen 4): with AVX-512, whose rows are register-blocked
+/// ([`super::depthwise_avx512`]), stride-1 rows win from 14 wide up (1.8× at 14, 2.4× at
+/// 28–112) and tie at 7; stride-2 rows win from 28 wide up (1.4× at 28, 1.8× at 56) and lose
+/// at 14 (1.1–1.3× slower), where the lanes' copies (register transposes) cost little. With the
+/// other ISAs the lanes win on planes up to 14 wide (about 1.5–2.5× on 7×7 and 14×14) and lose
+/// on wider ones (2–3× slower at 112, portable).
 fn lanes_win(isa: Isa, stride: usize, ow: usize) -> bool {
     match isa {
-        Isa::Avx512 => stride == 2 || ow <= 7,
+        Isa::Avx512 => ow <= if stride == 2 { 14 } else { 7 },
         _ => ow <= 14,
     }
 }
@@ -301,8 +302,19 @@ fn plane(
             dst: &mut [f32],
             scratch: &mut [f32],
         ) {
-            if geo.stride != 1 {
-                return plane_body::<true>(geo, src, k, bias, act, dst, scratch);
+            if geo.stride == 2 {
+                use super::depthwise_avx512::{band_stride2, STRIDE2_SLACK};
+                let width = 2 * geo.ow + 2;
+                let len = (2 * geo.band + 1) * width + STRIDE2_SLACK;
+                if scratch.len() < len {
+                    return plane_body::<true>(geo, src, k, bias, act, dst, scratch);
+                }
+                for (b, dst) in dst.chunks_mut(geo.band * geo.ow).enumerate() {
+                    let rows = 2 * (dst.len() / geo.ow) + 1;
+                    fill_padded_rows(geo, src, 2 * b * geo.band, &mut scratch[..rows * width]);
+                    band_stride2(&scratch[..len], width, geo.ow, k, bias, act, dst);
+                }
+                return;
             }
             let width = geo.width();
             let planes = &mut scratch[..geo.rows() * width];
@@ -383,6 +395,27 @@ fn plane_body<const FMA: bool>(
         for (d, r) in dst.chunks_exact_mut(geo.ow).zip(results.chunks_exact(width)) {
             copy_row(d, &r[..geo.ow]);
         }
+    }
+}
+
+/// Writes every value of `rows` (whole rows of `width` values): padded input rows `y0, y0 + 1,
+/// …` (row `iy + pad_top`, column `ix + pad_left` is input `(iy, ix)`; zero elsewhere).
+#[inline(always)]
+fn fill_padded_rows(geo: &Plane, src: &[f32], y0: usize, rows: &mut [f32]) {
+    let Plane { h, w, pad_top, pad_left, .. } = *geo;
+    let width = 2 * geo.ow + 2;
+    for (j, row) in rows.chunks_exact_mut(width).enumerate() {
+        let iy = (y0 + j).wrapping_sub(pad_top);
+        let n = w.min(width.saturating_sub(pad_left));
+        if iy >= h || n == 0 {
+            zero_row(row);
+            continue;
+        }
+        let (left, rest) = row.split_at_mut(pad_left);
+        let (body, right) = rest.split_at_mut(n);
+        zero_row(left);
+        copy_row(body, &src[iy * w..][..n]);
+        zero_row(right);
     }
 }
 
@@ -562,11 +595,11 @@ mod tests {
         }
     }
 
-    /// The AVX-512 register-blocked stride-1 sweep against the AVX2 one-loop sweep (the same
-    /// fused products in the same order): equal to the bit on every width around the vector
-    /// size and on bands whose row count is not a multiple of the block.
+    /// The AVX-512 register-blocked sweeps against the AVX2 one-loop sweep (the same fused
+    /// products in the same order): equal to the bit, both strides, on every width around the
+    /// vector size and on bands whose row count is not a multiple of the block.
     #[test]
-    fn the_blocked_avx512_sweep_equals_the_one_loop_sweep() {
+    fn the_blocked_avx512_sweeps_equal_the_one_loop_sweep() {
         let isas = Isa::available();
         if !(isas.contains(&Isa::Avx512) && isas.contains(&Isa::Avx2)) {
             return;
@@ -579,21 +612,27 @@ mod tests {
         };
         let k: Vec<f32> = (0..channels * 9).map(|_| rnd()).collect();
         let bias: Vec<f32> = (0..channels).map(|_| rnd()).collect();
-        for (h, w) in [(1, 8), (5, 15), (9, 16), (7, 17), (70, 31), (13, 33), (6, 64), (3, 100)] {
+        let sizes = [(1, 8), (5, 15), (9, 16), (7, 17), (70, 31), (13, 33), (6, 64), (3, 100)];
+        let strided = [(40, 56), (9, 35), (2, 2)];
+        let cases = [(1, [1; 4]), (1, [0, 2, 2, 0]), (2, [1; 4]), (2, [0, 0, 1, 2])];
+        for (h, w) in sizes.into_iter().chain(strided) {
             let input: Vec<f32> = (0..channels * h * w).map(|_| rnd()).collect();
-            for pads in [[1; 4], [0, 2, 2, 0]] {
+            for (stride, pads) in cases {
                 let run = |isa| {
                     let act = Activation::RELU6;
-                    let op =
-                        DepthwiseConv::new(&k, Some(&bias), channels, 1, pads, act, isa).unwrap();
-                    let (oh, ow) = op.out_hw(h, w).unwrap();
+                    let op = DepthwiseConv::new(&k, Some(&bias), channels, stride, pads, act, isa)
+                        .unwrap();
+                    let (oh, ow) = op.out_hw(h, w)?;
                     let mut out = vec![f32::NAN; channels * oh * ow];
                     op.run_rows((h, w), (oh, ow), 1, &input, &mut out);
-                    out
+                    Some(out)
                 };
-                let (wide, narrow) = (run(Isa::Avx512), run(Isa::Avx2));
+                // Planes too small for the kernel have no output.
+                let (Some(wide), Some(narrow)) = (run(Isa::Avx512), run(Isa::Avx2)) else {
+                    continue;
+                };
                 assert!(wide.iter().all(|x| (0.0..=6.0).contains(x)), "{h}×{w}: not all written");
-                assert_eq!(wide, narrow, "{h}×{w} pads {pads:?}");
+                assert_eq!(wide, narrow, "{h}×{w} stride {stride} pads {pads:?}");
             }
         }
     }

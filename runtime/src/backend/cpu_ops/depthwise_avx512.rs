@@ -49,6 +49,89 @@ pub unsafe fn band(
     }
 }
 
+/// Values a stride-2 band reads past its last padded row (the loads of its last vector).
+pub const STRIDE2_SLACK: usize = 48;
+
+/// [`band`] for stride 2: `padded` holds the band's `2·rows + 1` zero-padded input rows of
+/// `width ≥ 2·ow + 2` values (then [`STRIDE2_SLACK`] more, of any value): output `(y, x)` is
+/// `act(bias + Σ k[ky·3 + kx] · padded[(2y + ky)·width + 2x + kx])`. Each 16 outputs' taps come
+/// from four loads of a row and three two-register permutes (even columns, odd columns, even
+/// columns one further).
+///
+/// Panics unless `dst` holds whole rows and `padded` the rows they read.
+///
+/// # Safety
+/// The CPU must have AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn band_stride2(
+    padded: &[f32],
+    width: usize,
+    ow: usize,
+    k: &[f32; 9],
+    bias: f32,
+    act: Activation,
+    dst: &mut [f32],
+) {
+    assert!(ow > 0 && width >= 2 * ow + 2 && dst.len().is_multiple_of(ow));
+    let rows = dst.len() / ow;
+    assert!(padded.len() >= (2 * rows + 1) * width + STRIDE2_SLACK, "band scratch too short");
+    let v = Vectors::new(k, bias, act);
+    let (src, out) = (padded.as_ptr(), dst.as_mut_ptr());
+    let mut y = 0;
+    while y + ROWS <= rows {
+        // SAFETY: padded rows `2y..2y + 2·ROWS + 1` (and the slack the last vector reads past
+        // them) and rows `y..y + ROWS` of `dst` are in bounds (asserted above).
+        block2::<ROWS>(src.add(2 * y * width), width, ow, &v, out.add(y * ow));
+        y += ROWS;
+    }
+    while y < rows {
+        block2::<1>(src.add(2 * y * width), width, ow, &v, out.add(y * ow));
+        y += 1;
+    }
+}
+
+/// `R` stride-2 output rows from padded rows `src`, `src + width`, … (`2R + 1` of them).
+///
+/// # Safety
+/// AVX-512F; `src` readable for `2R·width + 2·ow + 34` values, `dst` writable for `R·ow`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn block2<const R: usize>(
+    src: *const f32,
+    width: usize,
+    ow: usize,
+    v: &Vectors,
+    dst: *mut f32,
+) {
+    let w = &v.w;
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let mut c = 0;
+    while c < ow {
+        let mask = if ow - c >= 16 { 0xffff } else { ((1u32 << (ow - c)) - 1) as __mmask16 };
+        let mut acc = [v.bias; R];
+        for i in 0..2 * R + 1 {
+            let row = src.add(i * width + 2 * c);
+            let (a, b) = (_mm512_loadu_ps(row), _mm512_loadu_ps(row.add(16)));
+            let (a2, b2) = (_mm512_loadu_ps(row.add(2)), _mm512_loadu_ps(row.add(18)));
+            let x0 = _mm512_permutex2var_ps(a, even, b);
+            let x1 = _mm512_permutex2var_ps(a, odd, b);
+            let x2 = _mm512_permutex2var_ps(a2, even, b2);
+            // Row `i` is tap row `ky = i - 2r` of output row `r`.
+            for ky in 0..3 {
+                if i >= ky && (i - ky) % 2 == 0 && (i - ky) / 2 < R {
+                    let r = (i - ky) / 2;
+                    let t = _mm512_fmadd_ps(w[ky * 3], x0, acc[r]);
+                    let t = _mm512_fmadd_ps(w[ky * 3 + 1], x1, t);
+                    acc[r] = _mm512_fmadd_ps(w[ky * 3 + 2], x2, t);
+                }
+            }
+        }
+        v.store(&acc, mask, dst.add(c), ow);
+        c += 16;
+    }
+}
+
 /// The weights, bias and clamp bounds, broadcast.
 struct Vectors {
     w: [__m512; 9],
