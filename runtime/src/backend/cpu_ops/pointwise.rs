@@ -82,7 +82,14 @@ impl PointwiseConv {
         let k = self.cin;
         let panels = self.cout.div_ceil(MR);
         // Column blocks whose `k` input rows stay in the L2 cache while every panel uses them.
-        let block = ((65536 / k) / PANEL * PANEL).clamp(PANEL, 1024);
+        let mut block = ((65536 / k) / PANEL * PANEL).clamp(PANEL, 1024);
+        let threads = parallel::threads();
+        if threads > 1 && pixels > block {
+            // As many blocks per thread: a 13th block of 13 would leave one thread idle for
+            // the last one.
+            let blocks = pixels.div_ceil(block).next_multiple_of(threads);
+            block = pixels.div_ceil(blocks).next_multiple_of(PANEL);
+        }
         let blocks = pixels.div_ceil(block);
         let split = parallel::channel_split(blocks, panels);
         let shared = SharedOut::new(out);
