@@ -276,8 +276,10 @@ fn own_f32(
     let Ok(conv) = PointwiseConv::new(k, m, a, None, false, Activation::NONE, isa) else {
         return false;
     };
-    let residual = accumulate.then(|| c.to_vec());
-    let mut run = move || conv.run_image(n, b, residual.as_deref(), c);
+    let mut run = move || match accumulate {
+        true => conv.add_image(n, b, c),
+        false => conv.run_image(n, b, None, c),
+    };
     match parallel::threads() > 1 && m * n * k >= PARALLEL_MIN_FMA {
         true => run(),
         // Small products on this thread alone: waking the others costs more.

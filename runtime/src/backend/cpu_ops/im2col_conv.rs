@@ -159,6 +159,7 @@ impl Im2colConv {
                     n: cols,
                     bias: &self.weights.bias[p * MR..][..rows],
                     residual,
+                    accumulate: false,
                     act: self.act,
                 };
                 // SAFETY: jobs own disjoint (channel, pixel range) pairs.

@@ -79,6 +79,24 @@ impl PointwiseConv {
         residual: Option<&[f32]>,
         out: &mut [f32],
     ) {
+        self.run(pixels, input, (residual, false), out)
+    }
+
+    /// [`PointwiseConv::run_image`] added to what `out` holds (`out += act(W·X + bias)` for
+    /// the unclamped op), in place: the matrix products' `C += A·B`.
+    pub fn add_image(&self, pixels: usize, input: &[f32], out: &mut [f32]) {
+        self.run(pixels, input, (None, true), out)
+    }
+
+    /// One image, with the residual and whether `out`'s values are added
+    /// ([`gemm::Dest::accumulate`]).
+    fn run(
+        &self,
+        pixels: usize,
+        input: &[f32],
+        (residual, accumulate): (Option<&[f32]>, bool),
+        out: &mut [f32],
+    ) {
         let k = self.cin;
         let panels = self.cout.div_ceil(MR);
         // Column blocks whose `k` input rows stay in the L2 cache while every panel uses them.
@@ -100,7 +118,7 @@ impl PointwiseConv {
             SCRATCH.with(|scratch| {
                 let (tail, c) = &mut *scratch.borrow_mut();
                 let c = grow(c, MR * PANEL);
-                self.multiply(pixels, input, cols, ps, tail, c, residual, shared);
+                self.multiply(pixels, input, cols, ps, tail, c, (residual, accumulate), shared);
             })
         });
     }
@@ -115,7 +133,7 @@ impl PointwiseConv {
         ps: (usize, usize),
         tail: &mut Vec<f32>,
         c: &mut [f32],
-        residual: Option<&[f32]>,
+        (residual, accumulate): (Option<&[f32]>, bool),
         out: SharedOut,
     ) {
         let k = self.cin;
@@ -158,6 +176,7 @@ impl PointwiseConv {
                     n,
                     bias: &self.weights.bias[p * MR..][..rows],
                     residual,
+                    accumulate,
                     act: self.act,
                 };
                 // SAFETY: jobs own disjoint (channel, column range) pairs.

@@ -500,7 +500,7 @@ fn output_tiles_body<const M: usize, const N: usize>(
             let dst = &mut out[(y - M * ty0) * g.ow..][..g.ow];
             let residual = epi.residual.map(|res| &res[y * g.ow..][..g.ow]);
             let act = if epi.relu { Activation::RELU } else { Activation::NONE };
-            super::gemm::store_body(dst, &row[..g.ow], epi.bias, residual, act);
+            super::gemm::store_body(dst, &row[..g.ow], epi.bias, residual, false, act);
         }
     }
 }
