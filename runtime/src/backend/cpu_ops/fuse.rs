@@ -35,7 +35,7 @@ pub fn patch(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
 
 /// A patch replacing 2-D f32 `MaxPool` node `id` (no index output, no dilation, stride 1 or
 /// 2) by a [`MaxPool2d`], or `None`.
-fn maxpool_patch(model: &TypedModel, id: usize, _: Isa) -> TractResult<Option<TypedModelPatch>> {
+fn maxpool_patch(model: &TypedModel, id: usize, isa: Isa) -> TractResult<Option<TypedModelPatch>> {
     let node = model.node(id);
     let Some(pool) = node.op_as::<MaxPool>() else { return Ok(None) };
     let spec = &pool.pool_spec;
@@ -56,7 +56,7 @@ fn maxpool_patch(model: &TypedModel, id: usize, _: Isa) -> TractResult<Option<Ty
     if !eligible {
         return Ok(None);
     }
-    let op = MaxPool2d { kernel: (kh, kw), stride, pads };
+    let op = MaxPool2d { kernel: (kh, kw), stride, pads, isa };
     let mut patch = TypedModelPatch::default();
     let input = patch.tap_model(model, node.inputs[0])?;
     let wire = patch.wire_node(format!("{}.hydrant", node.name), op, &[input])?[0];

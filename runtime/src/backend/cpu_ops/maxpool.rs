@@ -1,14 +1,18 @@
 //! `MaxPool2d`: a 2-D max pooling of NCHW or CHW f32 planes (ResNet's 3×3 stride-2 pool after
 //! the stem), threaded over the planes.
 //!
-//! Each input row a window reads is copied once into a scratch row padded with `-∞` and, for
-//! stride 2, split into its even and odd columns, so that every output row is a running
-//! maximum of unit-stride sweeps that vectorise. The result is exact: a maximum does not round.
+//! Separable: each input row is copied once into a scratch row padded with `-∞` and reduced to
+//! its window maxima along the row (one value per output column); each output row is then the
+//! element-wise maximum of the reduced rows its window covers. With AVX-512 the row reduction
+//! runs 16 outputs per vector (stride 2: even and odd columns split by two-register permutes);
+//! elsewhere as plain loops. The result is exact: a maximum does not round, and every path
+//! takes the same maxima in the same order (`if x > m { x } else { m }`).
 
-use super::copy::{copy_row, every_other};
+use super::copy::copy_row;
 use super::parallel::{self, SharedOut};
 use super::plane_op;
 use super::scratch::grow;
+use super::Isa;
 use std::cell::RefCell;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
@@ -22,7 +26,12 @@ pub struct MaxPool2d {
     pub stride: usize,
     /// Padding: top, left, bottom, right (each smaller than the window).
     pub pads: [usize; 4],
+    /// The kernels' instruction set.
+    pub isa: Isa,
 }
+
+/// `-∞` values past a padded scratch row: what the vector row reduction reads beyond it.
+const SLACK: usize = 64;
 
 thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = RefCell::default();
@@ -45,46 +54,31 @@ impl MaxPool2d {
         let s = self.stride;
         // A padded row: the columns every window reaches.
         let pw = ((ow - 1) * s + kw).max(w + self.pads[1]);
-        // Stride 2: the even then the odd columns of the padded row.
-        let half = pw.div_ceil(2);
         let threads = parallel::threads();
         let jobs = if threads == 1 { 1 } else { planes.min(4 * threads) };
         let shared = SharedOut::new(out);
         parallel::for_each(jobs, |job| {
             SCRATCH.with(|scratch| {
                 let scratch = &mut *scratch.borrow_mut();
-                let scratch = grow(scratch, pw + 2 * half);
-                let (padded, split) = scratch.split_at_mut(pw);
+                let scratch = grow(scratch, pw + SLACK + h * ow);
+                let (padded, reduced) = scratch.split_at_mut(pw + SLACK);
                 // The padding columns stay `-∞`: only the interior is written below.
                 padded.fill(f32::NEG_INFINITY);
                 for p in job * planes / jobs..(job + 1) * planes / jobs {
                     let src = &input[p * h * w..][..h * w];
+                    for (row, reduced) in src.chunks_exact(w).zip(reduced.chunks_exact_mut(ow)) {
+                        copy_row(&mut padded[self.pads[1]..][..w], row);
+                        row_maxima(self.isa, padded, (s, kw), reduced);
+                    }
                     // SAFETY: jobs own disjoint plane ranges.
                     let dst = unsafe { shared.slice(p * oh * ow, oh * ow) };
                     for (oy, row) in dst.chunks_exact_mut(ow).enumerate() {
-                        row.fill(f32::NEG_INFINITY);
-                        for ky in 0..kh {
-                            let Some(iy) = (oy * s + ky).checked_sub(self.pads[0]) else {
-                                continue;
-                            };
-                            if iy >= h {
-                                continue;
-                            }
-                            copy_row(&mut padded[self.pads[1]..][..w], &src[iy * w..][..w]);
-                            if s == 1 {
-                                for kx in 0..kw {
-                                    max_into(row, &padded[kx..][..ow]);
-                                }
-                                continue;
-                            }
-                            let (even, odd) = split.split_at_mut(half);
-                            every_other(even, padded);
-                            every_other(&mut odd[..pw / 2], &padded[1..]);
-                            // Column `2·ox + kx`: even `ox + kx/2` for even `kx`, odd ones else.
-                            for kx in 0..kw {
-                                let phase = if kx % 2 == 0 { &even[..] } else { &odd[..] };
-                                max_into(row, &phase[kx / 2..][..ow]);
-                            }
+                        // Input rows of the window (at least one: pads are smaller than it).
+                        let first = (oy * s).saturating_sub(self.pads[0]);
+                        let end = (oy * s + kh).saturating_sub(self.pads[0]).min(h);
+                        copy_row(row, &reduced[first * ow..][..ow]);
+                        for iy in first + 1..end {
+                            max_into(row, &reduced[iy * ow..][..ow]);
                         }
                     }
                 }
@@ -98,6 +92,66 @@ impl MaxPool2d {
 fn max_into(acc: &mut [f32], x: &[f32]) {
     for (a, &v) in acc.iter_mut().zip(x) {
         *a = if v > *a { v } else { *a };
+    }
+}
+
+/// `out[ox] = max(padded[s·ox + kx] for kx < kw)`, maxima taken in increasing `kx`. `padded`
+/// holds the row and at least [`SLACK`] values past the last window.
+fn row_maxima(isa: Isa, padded: &[f32], (s, kw): (usize, usize), out: &mut [f32]) {
+    let ow = out.len();
+    assert!(ow > 0 && (1..=2).contains(&s) && (1..=8).contains(&kw));
+    assert!(padded.len() >= (ow - 1) * s + kw + SLACK, "padded row too short");
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        // SAFETY: AVX-512F is there (`Isa::available`); the asserts bound every read (the
+        // last vector reads at most `s·16 + kw + 16` values past `s·(ow - 16)`, inside the
+        // slack) and the stores are masked to `out`.
+        return unsafe { x86::row_maxima(padded.as_ptr(), (s, kw), out) };
+    }
+    let _ = isa;
+    for (ox, o) in out.iter_mut().enumerate() {
+        let window = &padded[s * ox..][..kw];
+        let mut m = window[0];
+        for &x in &window[1..] {
+            m = if x > m { x } else { m };
+        }
+        *o = m;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// [`super::row_maxima`], 16 outputs per vector.
+    ///
+    /// # Safety
+    /// AVX-512F; `padded` readable for `s·(ow + 16) + kw + 16` values.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn row_maxima(padded: *const f32, (s, kw): (usize, usize), out: &mut [f32]) {
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        let ow = out.len();
+        let mut c = 0;
+        while c < ow {
+            let mask = if ow - c >= 16 { 0xffff } else { ((1u32 << (ow - c)) - 1) as __mmask16 };
+            // Column `s·(c + i) + kx` of lane `i`.
+            let tap = |kx: usize| {
+                if s == 1 {
+                    return _mm512_loadu_ps(padded.add(c + kx));
+                }
+                let base = padded.add(2 * c + kx / 2 * 2);
+                let (a, b) = (_mm512_loadu_ps(base), _mm512_loadu_ps(base.add(16)));
+                _mm512_permutex2var_ps(a, if kx % 2 == 0 { even } else { odd }, b)
+            };
+            let mut m = tap(0);
+            for kx in 1..kw {
+                // `max(x, m)`: `x > m ? x : m`, the scalar order.
+                m = _mm512_max_ps(tap(kx), m);
+            }
+            _mm512_mask_storeu_ps(out.as_mut_ptr().add(c), mask, m);
+            c += 16;
+        }
     }
 }
 
@@ -146,7 +200,7 @@ mod tests {
         kernel: usize,
         stride: usize,
         pads: [usize; 4],
-        seed: usize,
+        (seed, isa): (usize, Isa),
     ) -> (Tensor, Tensor, usize) {
         let mut m = TypedModel::default();
         let x = m.add_source("x", f32::fact([n, c, h, w])).unwrap();
@@ -168,7 +222,7 @@ mod tests {
             (0..n * c * h * w).map(|i| ((i * 7919 + seed * 31) % 1013) as f32 - 506.0).collect();
         let input = tvec![Tensor::from_shape(&[n, c, h, w], &values).unwrap().into_tvalue()];
         let mut ours = m.clone();
-        let replaced = super::super::fuse::patch(&mut ours, super::super::Isa::best()).unwrap();
+        let replaced = super::super::fuse::patch(&mut ours, isa).unwrap();
         let run = |m: TypedModel| {
             let plan = m.into_optimized().unwrap().into_runnable().unwrap();
             plan.run(input.clone()).unwrap().remove(0).into_tensor()
@@ -189,16 +243,19 @@ mod tests {
             let p = kernel - 1;
             let pads = [pick(0, p), pick(0, p), pick(0, p), pick(0, p)];
             let shape = (pick(1, 2), pick(1, 9), pick(kernel, 21), pick(kernel, 40));
-            let (want, got, replaced) = both(shape, kernel, stride, pads, case);
-            assert_eq!(replaced, 1, "{shape:?} k{kernel} s{stride} {pads:?}");
-            assert_eq!(want, got, "{shape:?} k{kernel} s{stride} {pads:?}");
+            for isa in Isa::available() {
+                let (want, got, replaced) = both(shape, kernel, stride, pads, (case, isa));
+                assert_eq!(replaced, 1, "{shape:?} k{kernel} s{stride} {pads:?}");
+                assert_eq!(want, got, "{shape:?} k{kernel} s{stride} {pads:?} {isa:?}");
+            }
         }
     }
 
     #[test]
     fn resnet_stem_pool_equals_tract_with_threads() {
-        let (want, got, replaced) =
-            super::super::probe::with_threads(2, || both((1, 64, 112, 112), 3, 2, [1; 4], 1));
+        let (want, got, replaced) = super::super::probe::with_threads(2, || {
+            both((1, 64, 112, 112), 3, 2, [1; 4], (1, Isa::best()))
+        });
         assert_eq!(replaced, 1);
         assert_eq!(want, got);
     }
