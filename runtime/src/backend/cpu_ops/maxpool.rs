@@ -142,7 +142,7 @@ mod x86 {
                 }
                 let base = padded.add(2 * c + kx / 2 * 2);
                 let (a, b) = (_mm512_loadu_ps(base), _mm512_loadu_ps(base.add(16)));
-                _mm512_permutex2var_ps(a, if kx % 2 == 0 { even } else { odd }, b)
+                _mm512_permutex2var_ps(a, if kx.is_multiple_of(2) { even } else { odd }, b)
             };
             let mut m = tap(0);
             for kx in 1..kw {
