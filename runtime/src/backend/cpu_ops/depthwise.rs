@@ -303,7 +303,7 @@ fn plane(
             scratch: &mut [f32],
         ) {
             if geo.stride == 2 {
-                use super::depthwise_avx512::{band_stride2, STRIDE2_SLACK};
+                use super::depthwise_avx512::{band, STRIDE2_SLACK};
                 let width = 2 * geo.ow + 2;
                 let len = (2 * geo.band + 1) * width + STRIDE2_SLACK;
                 if scratch.len() < len {
@@ -312,7 +312,7 @@ fn plane(
                 for (b, dst) in dst.chunks_mut(geo.band * geo.ow).enumerate() {
                     let rows = 2 * (dst.len() / geo.ow) + 1;
                     fill_padded_rows(geo, src, 2 * b * geo.band, &mut scratch[..rows * width]);
-                    band_stride2(&scratch[..len], width, geo.ow, k, bias, act, dst);
+                    band(2, &scratch[..len], width, geo.ow, k, bias, act, dst);
                 }
                 return;
             }
@@ -320,7 +320,7 @@ fn plane(
             let planes = &mut scratch[..geo.rows() * width];
             for (b, dst) in dst.chunks_mut(geo.band * geo.ow).enumerate() {
                 fill_planes(geo, src, b * geo.band, planes);
-                super::depthwise_avx512::band(planes, width, geo.ow, k, bias, act, dst);
+                super::depthwise_avx512::band(1, planes, width, geo.ow, k, bias, act, dst);
             }
         }
         #[target_feature(enable = "avx2,fma")]

@@ -1,11 +1,11 @@
-//! The AVX-512F sweep of a stride-1 band of [`DepthwiseConv`](super::depthwise::DepthwiseConv):
+//! The AVX-512F sweeps of a band of [`DepthwiseConv`](super::depthwise::DepthwiseConv):
 //! [`ROWS`] output rows at a time, 16 columns per vector, accumulated in registers, so each
-//! input vector loaded feeds every output row it reaches (18 loads for 36 multiply-adds instead
-//! of 36), and outputs are stored once, clamped, into the output plane. The last vector of a
-//! row is masked. Other ISAs run the portable loop of [`super::depthwise`].
-//!
-//! (The same blocking over stride 2's row/column parity phases measured no faster than the
-//! lanes layout, whose copies are register transposes, so stride 2 stays there.)
+//! input vector loaded feeds every output row it reaches (stride 1: 18 loads for 36
+//! multiply-adds instead of 36), and outputs are stored once, clamped, into the output plane.
+//! The last vector of a row is masked. Stride 2 reads zero-padded rows and splits their even
+//! and odd columns with two-register permutes (the same blocking over the parity-phase planes
+//! of the portable path measured no faster than the lanes layout). Other ISAs run the portable
+//! loop of [`super::depthwise`].
 
 use super::Activation;
 use std::arch::x86_64::*;
@@ -13,57 +13,25 @@ use std::arch::x86_64::*;
 /// Output rows computed together.
 const ROWS: usize = 4;
 
-/// `dst` (`rows × ow`, row-major) from a band's zero-padded input rows: output `(y, x)` is
-/// `act(bias + Σ k[ky·3 + kx] · planes[(y + ky)·width + x + kx])`.
-///
-/// Panics unless `width ≥ ow + 2`, `dst` holds whole rows and `planes` the `rows + 2` input
-/// rows they read.
-///
-/// # Safety
-/// The CPU must have AVX-512F.
-#[target_feature(enable = "avx512f")]
-pub unsafe fn band(
-    planes: &[f32],
-    width: usize,
-    ow: usize,
-    k: &[f32; 9],
-    bias: f32,
-    act: Activation,
-    dst: &mut [f32],
-) {
-    assert!(ow > 0 && width >= ow + 2 && dst.len().is_multiple_of(ow));
-    let rows = dst.len() / ow;
-    assert!(planes.len() >= (rows + 2) * width, "band scratch too short");
-    let v = Vectors::new(k, bias, act);
-    let (src, out) = (planes.as_ptr(), dst.as_mut_ptr());
-    let mut y = 0;
-    while y + ROWS <= rows {
-        // SAFETY: rows `y..y + ROWS` of `dst` and input rows `y..y + ROWS + 2` are in bounds
-        // (asserted above); `block` reads and writes only those, and masks the last vector.
-        block::<ROWS>(src.add(y * width), width, ow, &v, out.add(y * ow));
-        y += ROWS;
-    }
-    while y < rows {
-        block::<1>(src.add(y * width), width, ow, &v, out.add(y * ow));
-        y += 1;
-    }
-}
-
 /// Values a stride-2 band reads past its last padded row (the loads of its last vector).
 pub const STRIDE2_SLACK: usize = 48;
 
-/// [`band`] for stride 2: `padded` holds the band's `2·rows + 1` zero-padded input rows of
-/// `width ≥ 2·ow + 2` values (then [`STRIDE2_SLACK`] more, of any value): output `(y, x)` is
-/// `act(bias + Σ k[ky·3 + kx] · padded[(2y + ky)·width + 2x + kx])`. Each 16 outputs' taps come
-/// from four loads of a row and three two-register permutes (even columns, odd columns, even
-/// columns one further).
+/// `dst` (`rows × ow`, row-major) from a band's zero-padded input rows `padded` (`width`
+/// values each): output `(y, x)` is
+/// `act(bias + Σ k[ky·3 + kx] · padded[(stride·y + ky)·width + stride·x + kx])`.
+/// - Stride 1: `width ≥ ow + 2`, `rows + 2` input rows.
+/// - Stride 2: `width ≥ 2·ow + 2`, `2·rows + 1` input rows, then [`STRIDE2_SLACK`] values of
+///   any value. Each 16 outputs' taps come from four loads of a row and three two-register
+///   permutes (even columns, odd columns, even columns one further).
 ///
-/// Panics unless `dst` holds whole rows and `padded` the rows they read.
+/// Panics unless the stride is 1 or 2, `dst` holds whole rows and `padded` the rows they read.
 ///
 /// # Safety
 /// The CPU must have AVX-512F.
 #[target_feature(enable = "avx512f")]
-pub unsafe fn band_stride2(
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn band(
+    stride: usize,
     padded: &[f32],
     width: usize,
     ow: usize,
@@ -72,21 +40,27 @@ pub unsafe fn band_stride2(
     act: Activation,
     dst: &mut [f32],
 ) {
-    assert!(ow > 0 && width >= 2 * ow + 2 && dst.len().is_multiple_of(ow));
+    assert!((1..=2).contains(&stride) && ow > 0 && dst.len().is_multiple_of(ow));
     let rows = dst.len() / ow;
-    assert!(padded.len() >= (2 * rows + 1) * width + STRIDE2_SLACK, "band scratch too short");
+    let (in_rows, slack) = if stride == 1 { (rows + 2, 0) } else { (2 * rows + 1, STRIDE2_SLACK) };
+    assert!(width >= stride * ow + 2, "band rows too narrow");
+    assert!(padded.len() >= in_rows * width + slack, "band scratch too short");
     let v = Vectors::new(k, bias, act);
     let (src, out) = (padded.as_ptr(), dst.as_mut_ptr());
     let mut y = 0;
-    while y + ROWS <= rows {
-        // SAFETY: padded rows `2y..2y + 2·ROWS + 1` (and the slack the last vector reads past
-        // them) and rows `y..y + ROWS` of `dst` are in bounds (asserted above).
-        block2::<ROWS>(src.add(2 * y * width), width, ow, &v, out.add(y * ow));
-        y += ROWS;
-    }
     while y < rows {
-        block2::<1>(src.add(2 * y * width), width, ow, &v, out.add(y * ow));
-        y += 1;
+        // SAFETY: output rows `y..y + ROWS` (or `y`) and the input rows they read (and, for
+        // stride 2, the slack past them) are in bounds (asserted above); the blocks read and
+        // write only those, and mask the last vector of each row.
+        let (src, out) = (src.add(stride * y * width), out.add(y * ow));
+        let four = y + ROWS <= rows;
+        match (stride, four) {
+            (1, true) => block::<ROWS>(src, width, ow, &v, out),
+            (1, false) => block::<1>(src, width, ow, &v, out),
+            (_, true) => block2::<ROWS>(src, width, ow, &v, out),
+            (_, false) => block2::<1>(src, width, ow, &v, out),
+        }
+        y += if four { ROWS } else { 1 };
     }
 }
 
