@@ -9,8 +9,8 @@
 //! every output is nine multiply-adds at fixed offsets from one running index: one unit-stride
 //! loop over the band that vectorises, whatever the width. The same code is compiled for
 //! AVX-512F, for AVX2+FMA and portably (chosen at run time; the portable one is what aarch64
-//! runs, with NEON); with AVX-512F, stride-1 bands are swept four output rows at a time from
-//! registers instead ([`super::depthwise_avx512`]).
+//! runs, with NEON); with AVX-512F, bands are swept four output rows at a time from registers
+//! instead ([`super::depthwise_avx512`]; stride 2 from zero-padded rows, not parity phases).
 //!
 //! Error: each output sums the same nine products as a direct convolution, in a fixed order;
 //! tests bound the difference to tract's own op by 1e-5 of the output's largest magnitude.
@@ -276,8 +276,8 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = RefCell::default();
 }
 
-/// [`plane_body`] compiled for `isa`: with AVX-512F (512-bit vectors; stride 1 through the
-/// register-blocked sweep of [`super::depthwise_avx512`]), AVX2+FMA or neither.
+/// [`plane_body`] compiled for `isa`: with AVX-512F (512-bit vectors, through the
+/// register-blocked sweeps of [`super::depthwise_avx512`]), AVX2+FMA or neither.
 #[allow(clippy::too_many_arguments)]
 fn plane(
     isa: Isa,
