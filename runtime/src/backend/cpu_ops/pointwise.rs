@@ -82,8 +82,8 @@ impl PointwiseConv {
         self.run(pixels, input, (residual, false), out)
     }
 
-    /// [`PointwiseConv::run_image`] added to what `out` holds (`out += act(W·X + bias)` for
-    /// the unclamped op), in place: the matrix products' `C += A·B`.
+    /// [`PointwiseConv::run_image`] added to what `out` holds, in place: `out = act(W·X + bias
+    /// + out)`, for an unclamped op without bias the matrix products' `C += A·B`.
     pub fn add_image(&self, pixels: usize, input: &[f32], out: &mut [f32]) {
         self.run(pixels, input, (None, true), out)
     }
