@@ -7,6 +7,7 @@
 //! of the portable path measured no faster than the lanes layout). Other ISAs run the portable
 //! loop of [`super::depthwise`].
 
+use super::avx512::{even_odd, mask};
 use super::Activation;
 use std::arch::x86_64::*;
 
@@ -78,19 +79,15 @@ unsafe fn block2<const R: usize>(
     dst: *mut f32,
 ) {
     let w = &v.w;
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     let mut c = 0;
     while c < ow {
-        let mask = if ow - c >= 16 { 0xffff } else { ((1u32 << (ow - c)) - 1) as __mmask16 };
+        let mask = mask(ow - c);
         let mut acc = [v.bias; R];
         for i in 0..2 * R + 1 {
             let row = src.add(i * width + 2 * c);
             let (a, b) = (_mm512_loadu_ps(row), _mm512_loadu_ps(row.add(16)));
             let (a2, b2) = (_mm512_loadu_ps(row.add(2)), _mm512_loadu_ps(row.add(18)));
-            let x0 = _mm512_permutex2var_ps(a, even, b);
-            let x1 = _mm512_permutex2var_ps(a, odd, b);
-            let x2 = _mm512_permutex2var_ps(a2, even, b2);
+            let ((x0, x1), (x2, _)) = (even_odd(a, b), even_odd(a2, b2));
             // Row `i` is tap row `ky = i - 2r` of output row `r`.
             for ky in 0..3 {
                 if i >= ky && (i - ky) % 2 == 0 && (i - ky) / 2 < R {
@@ -162,7 +159,7 @@ unsafe fn block<const R: usize>(
 ) {
     let mut c = 0;
     while c < ow {
-        let mask = if ow - c >= 16 { 0xffff } else { ((1u32 << (ow - c)) - 1) as __mmask16 };
+        let mask = mask(ow - c);
         let mut acc = [v.bias; R];
         for i in 0..R + 2 {
             let row = src.add(i * width + c);

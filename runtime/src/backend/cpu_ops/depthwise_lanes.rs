@@ -196,6 +196,7 @@ fn deinterleave(pixels: usize, results: &[f32], dst: &mut [f32]) {
 /// above compile to gathers and scatters, slow on many CPUs).
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::super::avx512::mask;
     use super::{Lanes, GROUP};
     use std::arch::x86_64::*;
 
@@ -228,11 +229,6 @@ mod x86 {
             r[4 + j] = _mm512_shuffle_f32x4::<0x88>(odd01, odd23);
             r[12 + j] = _mm512_shuffle_f32x4::<0xdd>(odd01, odd23);
         }
-    }
-
-    /// The first `n` bits set.
-    fn mask(n: usize) -> __mmask16 {
-        ((1u32 << n.min(16)) - 1) as __mmask16
     }
 
     /// [`super::interleave`], 16 pixels of a row at a time.

@@ -247,6 +247,7 @@ fn fma(a: f32, b: f32, c: f32) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::super::avx512::mask;
     use super::{Dest, LANES, MR, PREFETCH_AHEAD};
     use std::arch::x86_64::*;
 
@@ -316,8 +317,7 @@ mod x86 {
         let (lo, hi) = (_mm512_set1_ps(dest.act.lo), _mm512_set1_ps(dest.act.hi));
         let mut masks = [0 as __mmask16; NV];
         for (j, m) in masks.iter_mut().enumerate() {
-            let left = dest.n.saturating_sub(LANES * j).min(LANES);
-            *m = ((1u32 << left) - 1) as __mmask16;
+            *m = mask(dest.n.saturating_sub(LANES * j));
         }
         let res = dest.residual.map(|r| r.as_ptr().add(dest.at));
         for (r, (row, &bias)) in acc.iter().zip(dest.bias).enumerate() {

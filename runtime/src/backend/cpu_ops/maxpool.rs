@@ -121,6 +121,7 @@ fn row_maxima(isa: Isa, padded: &[f32], (s, kw): (usize, usize), out: &mut [f32]
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::super::avx512::{even_odd, mask};
     use std::arch::x86_64::*;
 
     /// [`super::row_maxima`], 16 outputs per vector.
@@ -129,20 +130,22 @@ mod x86 {
     /// AVX-512F; `padded` readable for `s·(ow + 16) + kw + 16` values.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn row_maxima(padded: *const f32, (s, kw): (usize, usize), out: &mut [f32]) {
-        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
         let ow = out.len();
         let mut c = 0;
         while c < ow {
-            let mask = if ow - c >= 16 { 0xffff } else { ((1u32 << (ow - c)) - 1) as __mmask16 };
+            let mask = mask(ow - c);
             // Column `s·(c + i) + kx` of lane `i`.
             let tap = |kx: usize| {
                 if s == 1 {
                     return _mm512_loadu_ps(padded.add(c + kx));
                 }
                 let base = padded.add(2 * c + kx / 2 * 2);
-                let (a, b) = (_mm512_loadu_ps(base), _mm512_loadu_ps(base.add(16)));
-                _mm512_permutex2var_ps(a, if kx.is_multiple_of(2) { even } else { odd }, b)
+                let (even, odd) = even_odd(_mm512_loadu_ps(base), _mm512_loadu_ps(base.add(16)));
+                if kx.is_multiple_of(2) {
+                    even
+                } else {
+                    odd
+                }
             };
             let mut m = tap(0);
             for kx in 1..kw {

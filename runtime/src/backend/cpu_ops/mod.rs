@@ -17,6 +17,8 @@
 //! [`LoadOptions::own_cpu_ops(false)`](crate::LoadOptions::own_cpu_ops)) runs tract's ops only;
 //! `HYDRANT_CPU_ISA=portable|avx2|avx512` caps the kernel choice (for comparisons and tests).
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 pub(crate) mod copy;
 pub mod depthwise;
 #[cfg(target_arch = "x86_64")]
