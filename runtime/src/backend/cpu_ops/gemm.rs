@@ -60,7 +60,8 @@ pub fn panel(
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above, for AVX2 and FMA.
         Isa::Avx2 => unsafe {
-            x86::avx2(k, u.as_ptr(), v.as_ptr(), v_stride, nv, c.as_mut_ptr(), c_stride)
+            let sink = x86::Sink::Plain { c: c.as_mut_ptr(), c_stride };
+            x86::avx2(k, u.as_ptr(), v.as_ptr(), v_stride, nv, sink)
         },
         _ => portable(k, u, v, v_stride, nv, c, c_stride),
     }
@@ -127,6 +128,13 @@ pub unsafe fn panel_into(
                 1 => x86::avx512_into::<1>(k, u, v, v_stride, out, &dest),
                 _ => x86::avx512_into::<2>(k, u, v, v_stride, out, &dest),
             }
+        },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 and FMA are there (`Isa::available`); the asserts above bound every
+        // access, as for AVX-512.
+        Isa::Avx2 => unsafe {
+            let sink = x86::Sink::Into { out, dest: &dest };
+            x86::avx2(k, u.as_ptr(), v.as_ptr(), v_stride, nv, sink)
         },
         _ => {
             let width = LANES * nv;
@@ -339,7 +347,122 @@ mod x86 {
         }
     }
 
-    /// AVX2+FMA: half a panel (4 rows) × 16 columns (2 ymm) per pass, 8 accumulators.
+    /// AVX2+FMA: rows `r0..r0 + R` of the panel times `8·C` columns of `v` from `col`, in
+    /// `R × C` ymm accumulators.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn block<const R: usize, const C: usize>(
+        k: usize,
+        u: *const f32,
+        r0: usize,
+        v: *const f32,
+        v_stride: usize,
+        prefetch: bool,
+    ) -> [[__m256; C]; R] {
+        let mut acc = [[_mm256_setzero_ps(); C]; R];
+        for kk in 0..k {
+            let vp = v.add(kk * v_stride);
+            let mut vv = [_mm256_setzero_ps(); C];
+            for (j, x) in vv.iter_mut().enumerate() {
+                *x = _mm256_loadu_ps(vp.add(8 * j));
+            }
+            let up = u.add(kk * MR + r0);
+            if prefetch {
+                // As in the AVX-512 kernel: the first pass streams the panel.
+                _mm_prefetch::<_MM_HINT_T0>(up.wrapping_add(PREFETCH_AHEAD) as *const i8);
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                let b = _mm256_set1_ps(*up.add(r));
+                for (a, x) in row.iter_mut().zip(&vv) {
+                    *a = _mm256_fmadd_ps(b, *x, *a);
+                }
+            }
+        }
+        acc
+    }
+
+    /// Where the AVX2 kernel puts its blocks: `c` as they are, or an output through an
+    /// epilogue (`out` is `dest.out` at `dest.at`).
+    pub enum Sink<'a> {
+        /// Plain stores to `c`, row stride `c_stride`.
+        Plain { c: *mut f32, c_stride: usize },
+        /// Through `dest`'s epilogue, straight from the accumulators.
+        Into { out: *mut f32, dest: &'a Dest<'a> },
+    }
+
+    /// Lanes `i < n` on (all of them for `n ≥ 8`), as an AVX2 mask.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn mask8(n: usize) -> __m256i {
+        let n = n.min(8) as i32;
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+    }
+
+    /// 8 values from `p`, or those of lanes `m` (zero elsewhere) unless `full`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn load(p: *const f32, m: __m256i, full: bool) -> __m256 {
+        if full {
+            _mm256_loadu_ps(p)
+        } else {
+            _mm256_maskload_ps(p, m)
+        }
+    }
+
+    /// The `R × 8·C` block `acc` of rows `r0..`, columns `col..` stored to `sink`. Into an
+    /// output, rows past `dest.bias.len()` and columns past `dest.n` are skipped (masked), and
+    /// the sums are those of [`super::store_body`], in the same order.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn store<const R: usize, const C: usize>(
+        acc: &[[__m256; C]; R],
+        r0: usize,
+        col: usize,
+        sink: &Sink<'_>,
+    ) {
+        let (out, dest) = match *sink {
+            Sink::Plain { c, c_stride } => {
+                for (r, row) in acc.iter().enumerate() {
+                    for (j, a) in row.iter().enumerate() {
+                        _mm256_storeu_ps(c.add((r0 + r) * c_stride + col + 8 * j), *a);
+                    }
+                }
+                return;
+            }
+            Sink::Into { out, dest } => (out, dest),
+        };
+        let (lo, hi) = (_mm256_set1_ps(dest.act.lo), _mm256_set1_ps(dest.act.hi));
+        let res = dest.residual.map(|r| r.as_ptr().add(dest.at));
+        let rows = dest.bias.len().saturating_sub(r0).min(R);
+        for (r, row) in acc.iter().enumerate().take(rows) {
+            let b = _mm256_set1_ps(dest.bias[r0 + r]);
+            for (j, a) in row.iter().enumerate() {
+                let c0 = col + 8 * j;
+                if c0 >= dest.n {
+                    break;
+                }
+                let (at, full) = ((r0 + r) * dest.stride + c0, dest.n - c0 >= 8);
+                let m = mask8(dest.n - c0);
+                let mut x = _mm256_add_ps(*a, b);
+                if let Some(res) = res {
+                    x = _mm256_add_ps(x, load(res.add(at), m, full));
+                }
+                if dest.accumulate {
+                    x = _mm256_add_ps(load(out.add(at), m, full), x);
+                }
+                // `max(lo, x)`, `min(hi, x)`: a NaN in `x` is kept, as in `Activation::apply`.
+                x = _mm256_min_ps(hi, _mm256_max_ps(lo, x));
+                if full {
+                    _mm256_storeu_ps(out.add(at), x);
+                } else {
+                    _mm256_maskstore_ps(out.add(at), m, x);
+                }
+            }
+        }
+    }
+
+    /// AVX2+FMA: 6 rows × 16 columns per pass (12 accumulators hide the FMA latency), the
+    /// last 2 rows × all `16·nv` columns in one more pass.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn avx2(
         k: usize,
@@ -347,33 +470,16 @@ mod x86 {
         v: *const f32,
         v_stride: usize,
         nv: usize,
-        c: *mut f32,
-        c_stride: usize,
+        sink: Sink<'_>,
     ) {
         for unit in 0..nv {
-            for half in 0..2 {
-                let r0 = half * MR / 2;
-                let mut acc = [[_mm256_setzero_ps(); 2]; MR / 2];
-                for kk in 0..k {
-                    let vp = v.add(kk * v_stride + unit * LANES);
-                    let vv = [_mm256_loadu_ps(vp), _mm256_loadu_ps(vp.add(8))];
-                    let up = u.add(kk * MR + r0);
-                    if unit + half == 0 {
-                        // As in the AVX-512 kernel: the first pass streams the panel.
-                        _mm_prefetch::<_MM_HINT_T0>(up.wrapping_add(PREFETCH_AHEAD) as *const i8);
-                    }
-                    for (r, row) in acc.iter_mut().enumerate() {
-                        let b = _mm256_set1_ps(*up.add(r));
-                        row[0] = _mm256_fmadd_ps(b, vv[0], row[0]);
-                        row[1] = _mm256_fmadd_ps(b, vv[1], row[1]);
-                    }
-                }
-                for (r, row) in acc.iter().enumerate() {
-                    let cp = c.add((r0 + r) * c_stride + unit * LANES);
-                    _mm256_storeu_ps(cp, row[0]);
-                    _mm256_storeu_ps(cp.add(8), row[1]);
-                }
-            }
+            let acc = block::<6, 2>(k, u, 0, v.add(unit * LANES), v_stride, unit == 0);
+            store(&acc, 0, unit * LANES, &sink);
+        }
+        if nv == 2 {
+            store(&block::<2, 4>(k, u, 6, v, v_stride, false), 6, 0, &sink);
+        } else {
+            store(&block::<2, 2>(k, u, 6, v, v_stride, false), 6, 0, &sink);
         }
     }
 }

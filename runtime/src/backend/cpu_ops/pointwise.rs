@@ -3,9 +3,10 @@
 //! (ReLU, ReLU6) applied as the products are stored: MobileNet-V2's expand (+ ReLU6) and
 //! project (+ residual `Add`) convolutions.
 //!
-//! NCHW needs no gathering: the [`gemm`] micro-kernel reads the input's channel rows in place
-//! (row stride `HW`); only the last, partial column block of an image is copied into a
-//! zero-padded panel.
+//! NCHW needs no gathering: the [`gemm`] micro-kernel can read the input's channel rows in place
+//! (row stride `HW`). A job whose output channels span [`PACK_PANELS`] panels or more first
+//! copies its columns into contiguous panels, which stream faster; the last, partial column
+//! block of an image is always copied, zero-padded.
 
 use super::gemm::{self, LANES, MR};
 use super::parallel::{self, SharedOut};
@@ -18,6 +19,11 @@ use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
 /// Columns of one kernel call (two vector units).
 const PANEL: usize = 2 * LANES;
+
+/// Panels from which a job packs its input columns contiguously instead of reading the rows in
+/// place (row stride `HW`): the copy pays for itself when this many panels read them (MobileNet-V2
+/// 1×1 convolutions, AVX2; fewer panels measured slower packed).
+const PACK_PANELS: usize = 6;
 
 #[derive(Debug)]
 struct Weights {
@@ -145,28 +151,35 @@ impl PointwiseConv {
             chunks.push((t0, nv, (nv * LANES).min(cols.1 - t0)));
             t0 += nv * LANES;
         }
-        // Full-width chunks are read in place; a partial last one is copied, zero-padded.
-        let tail = match chunks.last() {
-            Some(&(t0, nv, n)) if t0 + nv * LANES > pixels => {
-                let width = nv * LANES;
-                let t = grow(tail, k * width);
-                for (kk, row) in t.chunks_exact_mut(width).enumerate() {
-                    row[..n].copy_from_slice(&input[kk * pixels + t0..][..n]);
-                    row[n..].fill(0.0);
-                }
-                Some(&t[..])
+        // A chunk is read in place, or packed (its `k` rows contiguous, zero-padded past the
+        // image): the partial last one always, all of them when enough panels reuse them.
+        let pack_all = ps.1 - ps.0 >= PACK_PANELS;
+        let mut packed_at = Vec::with_capacity(chunks.len());
+        let mut total = 0;
+        for &(t0, nv, _) in &chunks {
+            let packed = pack_all || t0 + nv * LANES > pixels;
+            packed_at.push(packed.then_some(total));
+            total += if packed { k * nv * LANES } else { 0 };
+        }
+        let packed = grow(tail, total);
+        for (&(t0, nv, n), at) in chunks.iter().zip(&packed_at) {
+            let Some(at) = *at else { continue };
+            let width = nv * LANES;
+            for (kk, row) in packed[at..][..k * width].chunks_exact_mut(width).enumerate() {
+                row[..n].copy_from_slice(&input[kk * pixels + t0..][..n]);
+                row[n..].fill(0.0);
             }
-            _ => None,
-        };
+        }
+        let packed = &packed[..];
         // Panels outermost: one panel of weights stays in L1 while the block's columns stream
         // from L2, and the weights are read once per block.
         for p in ps.0..ps.1 {
             let u = &self.weights.u[p * k * MR..][..k * MR];
-            for &(t0, nv, n) in &chunks {
+            for (&(t0, nv, n), at) in chunks.iter().zip(&packed_at) {
                 let width = nv * LANES;
-                let (v, v_stride) = match tail {
-                    Some(t) if t0 + width > pixels => (t, width),
-                    _ => (&input[t0..], pixels),
+                let (v, v_stride) = match *at {
+                    Some(at) => (&packed[at..], width),
+                    None => (&input[t0..], pixels),
                 };
                 let rows = MR.min(self.cout - p * MR);
                 let dest = gemm::Dest {
