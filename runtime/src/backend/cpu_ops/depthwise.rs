@@ -2,15 +2,16 @@
 //! or CHW (batch 1, as tract's declutter leaves it) f32, with its bias and a clamp (ReLU, ReLU6
 //! or none) in one op: MobileNet's middle layers.
 //!
-//! Narrow planes (and, with AVX-512, stride 2) run with 16 channels side by side in vector
-//! lanes ([`depthwise_lanes`]). Otherwise a job computes whole channel planes, each in bands of
+//! Narrow planes ([`lanes_win`]) run with 16 channels side by side in vector lanes
+//! ([`depthwise_lanes`]). Otherwise a job computes whole channel planes, each in bands of
 //! output rows whose scratch stays in the L1 cache. A band's input rows are first copied into
 //! zero-padded scratch rows (for stride 2 into their four row/column parity phases), so that
 //! every output is nine multiply-adds at fixed offsets from one running index: one unit-stride
 //! loop over the band that vectorises, whatever the width. The same code is compiled for
 //! AVX-512F, for AVX2+FMA and portably (chosen at run time; the portable one is what aarch64
-//! runs, with NEON); with AVX-512F, bands are swept four output rows at a time from registers
-//! instead ([`super::depthwise_avx512`]; stride 2 from zero-padded rows, not parity phases).
+//! runs, with NEON); with AVX-512F or AVX2, bands are swept four output rows at a time from
+//! registers instead ([`super::depthwise_avx512`], [`super::depthwise_avx2`]; stride 2 from
+//! zero-padded rows, not parity phases).
 //!
 //! Error: each output sums the same nine products as a direct convolution, in a fixed order;
 //! tests bound the difference to tract's own op by 1e-5 of the output's largest magnitude.
@@ -263,11 +264,14 @@ impl DepthwiseConv {
 /// ([`super::depthwise_avx512`]), stride-1 rows win from 14 wide up (1.8× at 14, 2.4× at
 /// 28–112) and tie at 7; stride-2 rows win from 28 wide up (1.4× at 28, 1.8× at 56) and lose
 /// at 14 (1.1–1.3× slower), where the lanes' copies (register transposes) cost little. With the
-/// other ISAs the lanes win on planes up to 14 wide (about 1.5–2.5× on 7×7 and 14×14) and lose
-/// on wider ones (2–3× slower at 112, portable).
+/// AVX2 rows, blocked the same way ([`super::depthwise_avx2`]), win from 14 wide up (1.2–1.7×
+/// at 14 and 56–112, Zen 3) and lose at 7 (1.3× slower). With the portable path the lanes win on
+/// planes up to 14 wide (about 1.5–2.5× on 7×7 and 14×14) and lose on wider ones (2–3× slower
+/// at 112).
 fn lanes_win(isa: Isa, stride: usize, ow: usize) -> bool {
     match isa {
         Isa::Avx512 => ow <= if stride == 2 { 14 } else { 7 },
+        Isa::Avx2 => ow <= 7,
         _ => ow <= 14,
     }
 }
@@ -276,8 +280,52 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = RefCell::default();
 }
 
-/// [`plane_body`] compiled for `isa`: with AVX-512F (512-bit vectors, through the
-/// register-blocked sweeps of [`super::depthwise_avx512`]), AVX2+FMA or neither.
+/// A register-blocked band sweep: [`super::depthwise_avx512::band`] or
+/// [`super::depthwise_avx2::band`].
+#[cfg(target_arch = "x86_64")]
+type BandSweep = unsafe fn(usize, &[f32], usize, usize, &[f32; 9], f32, Activation, &mut [f32]);
+
+/// One plane through `band`, band by band: stride 1 from zero-padded planes
+/// ([`fill_planes`]), stride 2 from zero-padded rows ([`fill_padded_rows`]). False (nothing
+/// written) when `scratch` is too short for a stride-2 band and its slack.
+///
+/// # Safety
+/// The CPU must have the features `band` is compiled for.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn blocked_bands(
+    geo: &Plane,
+    src: &[f32],
+    (k, bias, act): (&[f32; 9], f32, Activation),
+    dst: &mut [f32],
+    scratch: &mut [f32],
+    band: BandSweep,
+) -> bool {
+    if geo.stride == 2 {
+        use super::depthwise_avx512::STRIDE2_SLACK;
+        let width = 2 * geo.ow + 2;
+        let len = (2 * geo.band + 1) * width + STRIDE2_SLACK;
+        if scratch.len() < len {
+            return false;
+        }
+        for (b, dst) in dst.chunks_mut(geo.band * geo.ow).enumerate() {
+            let rows = 2 * (dst.len() / geo.ow) + 1;
+            fill_padded_rows(geo, src, 2 * b * geo.band, &mut scratch[..rows * width]);
+            band(2, &scratch[..len], width, geo.ow, k, bias, act, dst);
+        }
+        return true;
+    }
+    let width = geo.width();
+    let planes = &mut scratch[..geo.rows() * width];
+    for (b, dst) in dst.chunks_mut(geo.band * geo.ow).enumerate() {
+        fill_planes(geo, src, b * geo.band, planes);
+        band(1, planes, width, geo.ow, k, bias, act, dst);
+    }
+    true
+}
+
+/// One plane: through the register-blocked sweeps of [`super::depthwise_avx512`] or
+/// [`super::depthwise_avx2`] with those ISAs, else [`plane_body`] compiled portably.
 #[allow(clippy::too_many_arguments)]
 fn plane(
     isa: Isa,
@@ -302,25 +350,9 @@ fn plane(
             dst: &mut [f32],
             scratch: &mut [f32],
         ) {
-            if geo.stride == 2 {
-                use super::depthwise_avx512::{band, STRIDE2_SLACK};
-                let width = 2 * geo.ow + 2;
-                let len = (2 * geo.band + 1) * width + STRIDE2_SLACK;
-                if scratch.len() < len {
-                    return plane_body::<true>(geo, src, k, bias, act, dst, scratch);
-                }
-                for (b, dst) in dst.chunks_mut(geo.band * geo.ow).enumerate() {
-                    let rows = 2 * (dst.len() / geo.ow) + 1;
-                    fill_padded_rows(geo, src, 2 * b * geo.band, &mut scratch[..rows * width]);
-                    band(2, &scratch[..len], width, geo.ow, k, bias, act, dst);
-                }
-                return;
-            }
-            let width = geo.width();
-            let planes = &mut scratch[..geo.rows() * width];
-            for (b, dst) in dst.chunks_mut(geo.band * geo.ow).enumerate() {
-                fill_planes(geo, src, b * geo.band, planes);
-                super::depthwise_avx512::band(1, planes, width, geo.ow, k, bias, act, dst);
+            let band = super::depthwise_avx512::band;
+            if !blocked_bands(geo, src, (k, bias, act), dst, scratch, band) {
+                plane_body::<true>(geo, src, k, bias, act, dst, scratch)
             }
         }
         #[target_feature(enable = "avx2,fma")]
@@ -334,7 +366,10 @@ fn plane(
             dst: &mut [f32],
             scratch: &mut [f32],
         ) {
-            plane_body::<true>(geo, src, k, bias, act, dst, scratch)
+            let band = super::depthwise_avx2::band;
+            if !blocked_bands(geo, src, (k, bias, act), dst, scratch, band) {
+                plane_body::<true>(geo, src, k, bias, act, dst, scratch)
+            }
         }
         match isa {
             // SAFETY: `Isa::Avx512` is only handed out where the CPU has AVX-512F, AVX2 and
@@ -595,44 +630,66 @@ mod tests {
         }
     }
 
-    /// The AVX-512 register-blocked sweeps against the AVX2 one-loop sweep (the same fused
-    /// products in the same order): equal to the bit, both strides, on every width around the
-    /// vector size and on bands whose row count is not a multiple of the block.
+    /// The register-blocked sweeps (AVX-512, AVX2) against the AVX2 one-loop sweep (the same
+    /// fused products in the same order): equal to the bit, both strides, on every width around
+    /// the vector sizes and on bands whose row count is not a multiple of the block.
+    #[cfg(target_arch = "x86_64")]
     #[test]
-    fn the_blocked_avx512_sweeps_equal_the_one_loop_sweep() {
-        let isas = Isa::available();
-        if !(isas.contains(&Isa::Avx512) && isas.contains(&Isa::Avx2)) {
+    fn the_blocked_sweeps_equal_the_one_loop_sweep() {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn one_loop(geo: &Plane, src: &[f32], k: &[f32; 9], dst: &mut [f32], s: &mut [f32]) {
+            plane_body::<true>(geo, src, k, 0.25, Activation::RELU6, dst, s)
+        }
+        let blocked: Vec<Isa> =
+            Isa::available().into_iter().filter(|&i| i != Isa::Portable).collect();
+        if blocked.is_empty() {
             return;
         }
-        let channels = 3;
         let mut seed = 11u32;
         let mut rnd = || {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
         };
-        let k: Vec<f32> = (0..channels * 9).map(|_| rnd()).collect();
-        let bias: Vec<f32> = (0..channels).map(|_| rnd()).collect();
+        let k: [f32; 9] = std::array::from_fn(|_| rnd());
         let sizes = [(1, 8), (5, 15), (9, 16), (7, 17), (70, 31), (13, 33), (6, 64), (3, 100)];
-        let strided = [(40, 56), (9, 35), (2, 2)];
+        let strided = [(40, 56), (9, 35), (2, 2), (11, 9), (5, 7)];
         let cases = [(1, [1; 4]), (1, [0, 2, 2, 0]), (2, [1; 4]), (2, [0, 0, 1, 2])];
         for (h, w) in sizes.into_iter().chain(strided) {
-            let input: Vec<f32> = (0..channels * h * w).map(|_| rnd()).collect();
+            let input: Vec<f32> = (0..h * w).map(|_| rnd()).collect();
             for (stride, pads) in cases {
-                let run = |isa| {
-                    let act = Activation::RELU6;
-                    let op = DepthwiseConv::new(&k, Some(&bias), channels, stride, pads, act, isa)
+                let op =
+                    DepthwiseConv::new(&k, None, 1, stride, pads, Activation::RELU6, Isa::Avx2)
                         .unwrap();
-                    let (oh, ow) = op.out_hw(h, w)?;
-                    let mut out = vec![f32::NAN; channels * oh * ow];
-                    op.run_rows((h, w), (oh, ow), 1, &input, &mut out);
-                    Some(out)
+                let Some((oh, ow)) = op.out_hw(h, w) else { continue };
+                let geo = Plane::new((h, w), (oh, ow), stride, pads[0], pads[1]);
+                let run = |isa: Option<Isa>| {
+                    let mut scratch = vec![0f32; geo.scratch_len()];
+                    let mut out = vec![f32::NAN; oh * ow];
+                    match isa {
+                        Some(isa) => plane(
+                            isa,
+                            &geo,
+                            &input,
+                            &k,
+                            0.25,
+                            Activation::RELU6,
+                            &mut out,
+                            &mut scratch,
+                        ),
+                        // SAFETY: the blocked ISAs need AVX2 and FMA too.
+                        None => unsafe { one_loop(&geo, &input, &k, &mut out, &mut scratch) },
+                    }
+                    out
                 };
-                // Planes too small for the kernel have no output.
-                let (Some(wide), Some(narrow)) = (run(Isa::Avx512), run(Isa::Avx2)) else {
-                    continue;
-                };
-                assert!(wide.iter().all(|x| (0.0..=6.0).contains(x)), "{h}×{w}: not all written");
-                assert_eq!(wide, narrow, "{h}×{w} stride {stride} pads {pads:?}");
+                let want = run(None);
+                assert!(want.iter().all(|x| (0.0..=6.0).contains(x)), "{h}×{w}: not all written");
+                for &isa in &blocked {
+                    assert_eq!(
+                        run(Some(isa)),
+                        want,
+                        "{isa:?} {h}×{w} stride {stride} pads {pads:?}"
+                    );
+                }
             }
         }
     }

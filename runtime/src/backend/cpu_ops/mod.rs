@@ -22,6 +22,8 @@ mod avx512;
 pub(crate) mod copy;
 pub mod depthwise;
 #[cfg(target_arch = "x86_64")]
+mod depthwise_avx2;
+#[cfg(target_arch = "x86_64")]
 mod depthwise_avx512;
 mod depthwise_lanes;
 pub mod fuse;

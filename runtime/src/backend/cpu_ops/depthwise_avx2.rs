@@ -1,0 +1,203 @@
+//! The AVX2+FMA sweeps of a band of [`DepthwiseConv`](super::depthwise::DepthwiseConv): the
+//! register blocking of [`super::depthwise_avx512`] with 8-value vectors. [`ROWS`] output rows
+//! at a time, accumulated in registers (4 accumulators, 9 broadcast weights and one input
+//! vector fill the 16 ymm registers), so each input vector loaded feeds every output row it
+//! reaches; outputs are stored once, clamped. The last vector of a row is masked. Stride 2
+//! reads zero-padded rows and splits their even and odd columns with in-lane shuffles and a
+//! 64-bit lane permute. The taps are summed in the order of the one-loop sweep of
+//! [`super::depthwise`] (bias, then row by row, column by column), so both give the same bits.
+
+use super::Activation;
+use std::arch::x86_64::*;
+
+/// Output rows computed together.
+const ROWS: usize = 4;
+
+/// `dst` (`rows × ow`, row-major) from a band's zero-padded input rows `padded` (`width`
+/// values each), as [`super::depthwise_avx512::band`] computes it (same layouts and
+/// requirements; stride 2 reads at most 16 values past its last row, within
+/// [`STRIDE2_SLACK`](super::depthwise_avx512::STRIDE2_SLACK)).
+///
+/// Panics unless the stride is 1 or 2, `dst` holds whole rows and `padded` the rows they read.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn band(
+    stride: usize,
+    padded: &[f32],
+    width: usize,
+    ow: usize,
+    k: &[f32; 9],
+    bias: f32,
+    act: Activation,
+    dst: &mut [f32],
+) {
+    assert!((1..=2).contains(&stride) && ow > 0 && dst.len().is_multiple_of(ow));
+    let rows = dst.len() / ow;
+    let (in_rows, slack) = if stride == 1 { (rows + 2, 0) } else { (2 * rows + 1, SLACK2) };
+    assert!(width >= stride * ow + 2, "band rows too narrow");
+    assert!(padded.len() >= in_rows * width + slack, "band scratch too short");
+    let v = Vectors::new(k, bias, act);
+    let (src, out) = (padded.as_ptr(), dst.as_mut_ptr());
+    let mut y = 0;
+    while y < rows {
+        // SAFETY: output rows `y..y + ROWS` (or `y`) and the input rows they read (and, for
+        // stride 2, the slack past them) are in bounds (asserted above); the blocks read and
+        // write only those, and mask the last vector of each row.
+        let (src, out) = (src.add(stride * y * width), out.add(y * ow));
+        let four = y + ROWS <= rows;
+        match (stride, four) {
+            (1, true) => block::<ROWS>(src, width, ow, &v, out),
+            (1, false) => block::<1>(src, width, ow, &v, out),
+            (_, true) => block2::<ROWS>(src, width, ow, &v, out),
+            (_, false) => block2::<1>(src, width, ow, &v, out),
+        }
+        y += if four { ROWS } else { 1 };
+    }
+}
+
+/// Values a stride-2 band reads past its last padded row: the last vector starts at column
+/// `2·(ow - 1)` at most and its loads reach 18 values further, 16 past the row's end.
+const SLACK2: usize = 16;
+
+/// Lanes `i < n` on (all of them for `n ≥ 8`).
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn mask8(n: usize) -> __m256i {
+    let n = n.min(8) as i32;
+    _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+}
+
+/// The even and the odd columns of the 16 values `a`, `b`.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn even_odd(a: __m256, b: __m256) -> (__m256, __m256) {
+    // In-lane shuffles give [a0 a2 b0 b2 | a4 a6 b4 b6]; the 64-bit lanes then go 0, 2, 1, 3.
+    let even = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+    let odd = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+    (lanes_0213(even), lanes_0213(odd))
+}
+
+/// The 64-bit lanes of `x` in the order 0, 2, 1, 3.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn lanes_0213(x: __m256) -> __m256 {
+    _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(x)))
+}
+
+/// `R` stride-2 output rows from padded rows `src`, `src + width`, … (`2R + 1` of them).
+///
+/// # Safety
+/// AVX2 and FMA; `src` readable for `2R·width + 2·ow + 16` values, `dst` writable for `R·ow`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn block2<const R: usize>(
+    src: *const f32,
+    width: usize,
+    ow: usize,
+    v: &Vectors,
+    dst: *mut f32,
+) {
+    let w = &v.w;
+    let mut c = 0;
+    while c < ow {
+        let mut acc = [v.bias; R];
+        for i in 0..2 * R + 1 {
+            let row = src.add(i * width + 2 * c);
+            let (a, b) = (_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8)));
+            let (a2, b2) = (_mm256_loadu_ps(row.add(2)), _mm256_loadu_ps(row.add(10)));
+            let ((x0, x1), (x2, _)) = (even_odd(a, b), even_odd(a2, b2));
+            // Row `i` is tap row `ky = i - 2r` of output row `r`.
+            for ky in 0..3 {
+                if i >= ky && (i - ky) % 2 == 0 && (i - ky) / 2 < R {
+                    let r = (i - ky) / 2;
+                    let t = _mm256_fmadd_ps(w[ky * 3], x0, acc[r]);
+                    let t = _mm256_fmadd_ps(w[ky * 3 + 1], x1, t);
+                    acc[r] = _mm256_fmadd_ps(w[ky * 3 + 2], x2, t);
+                }
+            }
+        }
+        v.store(&acc, ow - c, dst.add(c), ow);
+        c += 8;
+    }
+}
+
+/// `R` stride-1 output rows from input rows `src`, `src + width`, … (`R + 2` of them).
+///
+/// # Safety
+/// AVX2 and FMA; `src` must be readable for `(R + 1)·width + ow + 2` values and `dst` writable
+/// for `R·ow`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn block<const R: usize>(
+    src: *const f32,
+    width: usize,
+    ow: usize,
+    v: &Vectors,
+    dst: *mut f32,
+) {
+    let mut c = 0;
+    while c < ow {
+        let (n, m) = (ow - c, mask8(ow - c));
+        let mut acc = [v.bias; R];
+        for i in 0..R + 2 {
+            let row = src.add(i * width + c);
+            for kx in 0..3 {
+                let x = if n >= 8 {
+                    _mm256_loadu_ps(row.add(kx))
+                } else {
+                    _mm256_maskload_ps(row.add(kx), m)
+                };
+                for ky in 0..3 {
+                    if i >= ky && i - ky < R {
+                        acc[i - ky] = _mm256_fmadd_ps(v.w[ky * 3 + kx], x, acc[i - ky]);
+                    }
+                }
+            }
+        }
+        v.store(&acc, n, dst.add(c), ow);
+        c += 8;
+    }
+}
+
+/// The weights, bias and clamp bounds, broadcast.
+struct Vectors {
+    w: [__m256; 9],
+    bias: __m256,
+    lo: __m256,
+    hi: __m256,
+}
+
+impl Vectors {
+    #[target_feature(enable = "avx2")]
+    unsafe fn new(k: &[f32; 9], bias: f32, act: Activation) -> Vectors {
+        let mut w = [_mm256_setzero_ps(); 9];
+        for (w, &k) in w.iter_mut().zip(k) {
+            *w = _mm256_set1_ps(k);
+        }
+        let (lo, hi) = (_mm256_set1_ps(act.lo), _mm256_set1_ps(act.hi));
+        Vectors { w, bias: _mm256_set1_ps(bias), lo, hi }
+    }
+
+    /// Stores the first `n` lanes (all 8 for `n ≥ 8`) of row `r` of `acc`, clamped, at
+    /// `dst + r·ow`.
+    ///
+    /// # Safety
+    /// AVX2; `dst` writable for `(R - 1)·ow + min(n, 8)` values.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn store<const R: usize>(&self, acc: &[__m256; R], n: usize, dst: *mut f32, ow: usize) {
+        let m = mask8(n);
+        for (r, &a) in acc.iter().enumerate() {
+            // `max(lo, a)` then `min(hi, ·)`: a NaN sum stays NaN, as `Activation::apply`.
+            let y = _mm256_min_ps(self.hi, _mm256_max_ps(self.lo, a));
+            if n >= 8 {
+                _mm256_storeu_ps(dst.add(r * ow), y);
+            } else {
+                _mm256_maskstore_ps(dst.add(r * ow), m, y);
+            }
+        }
+    }
+}
