@@ -352,12 +352,16 @@ fn conv_patch(model: &TypedModel, id: usize, isa: Isa) -> TractResult<Option<Typ
     let ConvShape { cin, cout, kernel: kernel_hw, stride: strides, pads: _ } = shape;
     let winograd = kernel_hw == (3, 3) && strides == (1, 1) && cin >= MIN_CHANNELS;
     // 1×1 convolutions are `patch_pointwise`'s (those it leaves, strided or padded, stay
-    // with tract). Every other convolution is ours: since the panel kernel prefetches its
-    // weights, it beats tract's product on ResNet-18's strided 3×3 convolutions also on one
-    // thread (`bench-ops --only 3x3/2`: 0.55× tract's time for 256 input channels, 0.79× for
-    // 64, 1.07× for 128; the whole model at batch 1 takes 26 → 24.5 ms).
-    let im2col =
-        !winograd && kernel_hw != (1, 1) && cin * kernel_hw.0 * kernel_hw.1 >= MIN_CHANNELS;
+    // with tract). Every other convolution is ours with AVX-512: since the panel kernel
+    // prefetches its weights, it beats tract's product on ResNet-18's strided 3×3 convolutions
+    // also on one thread (`bench-ops --only 3x3/2`, Xeon: 0.55× tract's time for 256 input
+    // channels, 0.79× for 64, 1.07× for 128; the whole model at batch 1 takes 26 → 24.5 ms).
+    // With AVX2 tract's product wins on those (1.13–1.30× ours slower, Zen 3) and ours only on
+    // the larger kernels (7×7 stem: 0.90×), so strided 3×3 convolutions stay with tract there.
+    let im2col = !winograd
+        && kernel_hw != (1, 1)
+        && (isa == Isa::Avx512 || kernel_hw != (3, 3))
+        && cin * kernel_hw.0 * kernel_hw.1 >= MIN_CHANNELS;
     if !(winograd || im2col) || cout < MIN_CHANNELS || node.inputs.len() != 3 {
         return Ok(None);
     }

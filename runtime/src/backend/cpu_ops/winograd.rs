@@ -637,23 +637,30 @@ mod tests {
             relu6: false,
             depthwise: false,
         };
-        let ops = |case: ConvCase| {
-            let pair = Pair::new(&case, 1, Isa::Portable).unwrap();
+        let ops_with = |case: ConvCase, isa| {
+            let pair = Pair::new(&case, 1, isa).unwrap();
             let model = pair.ours.model();
             let names: Vec<String> =
                 model.nodes().iter().map(|n| n.op.name().to_string()).collect();
             (pair.replaced, names)
         };
+        let ops = |case: ConvCase| ops_with(case, Isa::Portable);
         let (n, names) = ops(base);
         assert!(n == 1 && names.iter().any(|o| o == "WinogradConv"), "{names:?}");
+        let (n, names) = ops(ConvCase { kernel: 5, pads: [2; 4], ..base });
+        assert!(n == 1 && names.iter().any(|o| o == "Im2colConv"), "{names:?}");
+        // Strided 3×3 convolutions are Im2colConv's with AVX-512 only.
         for case in [
             ConvCase { stride: 2, ..base },
-            ConvCase { kernel: 5, pads: [2; 4], ..base },
             ConvCase { cin: 64, stride: 2, ..base },
             ConvCase { cin: 128, stride: 2, ..base },
         ] {
-            let (n, names) = ops(case);
-            assert!(n == 1 && names.iter().any(|o| o == "Im2colConv"), "{case:?}: {names:?}");
+            for isa in Isa::available() {
+                let (n, names) = ops_with(case, isa);
+                let ours = names.iter().any(|o| o == "Im2colConv");
+                let want = if isa == Isa::Avx512 { (1, true) } else { (0, false) };
+                assert_eq!((n, ours), want, "{case:?} {isa:?}: {names:?}");
+            }
         }
         let one_by_one = ConvCase { kernel: 1, pads: [0; 4], ..base };
         let (n, names) = ops(one_by_one);
