@@ -3,10 +3,11 @@
 //! at a time, accumulated in registers (4 accumulators, 9 broadcast weights and one input
 //! vector fill the 16 ymm registers), so each input vector loaded feeds every output row it
 //! reaches; outputs are stored once, clamped. The last vector of a row is masked. Stride 2
-//! reads zero-padded rows and splits their even and odd columns with in-lane shuffles and a
-//! 64-bit lane permute. The taps are summed in the order of the one-loop sweep of
+//! reads zero-padded rows and splits their even and odd columns
+//! ([`even_odd`]). The taps are summed in the order of the one-loop sweep of
 //! [`super::depthwise`] (bias, then row by row, column by column), so both give the same bits.
 
+use super::avx2::{even_odd, mask};
 use super::Activation;
 use std::arch::x86_64::*;
 
@@ -62,31 +63,6 @@ pub unsafe fn band(
 /// `2·(ow - 1)` at most and its loads reach 18 values further, 16 past the row's end.
 const SLACK2: usize = 16;
 
-/// Lanes `i < n` on (all of them for `n ≥ 8`).
-#[target_feature(enable = "avx2")]
-#[inline]
-unsafe fn mask8(n: usize) -> __m256i {
-    let n = n.min(8) as i32;
-    _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
-}
-
-/// The even and the odd columns of the 16 values `a`, `b`.
-#[target_feature(enable = "avx2")]
-#[inline]
-unsafe fn even_odd(a: __m256, b: __m256) -> (__m256, __m256) {
-    // In-lane shuffles give [a0 a2 b0 b2 | a4 a6 b4 b6]; the 64-bit lanes then go 0, 2, 1, 3.
-    let even = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
-    let odd = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
-    (lanes_0213(even), lanes_0213(odd))
-}
-
-/// The 64-bit lanes of `x` in the order 0, 2, 1, 3.
-#[target_feature(enable = "avx2")]
-#[inline]
-unsafe fn lanes_0213(x: __m256) -> __m256 {
-    _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(x)))
-}
-
 /// `R` stride-2 output rows from padded rows `src`, `src + width`, … (`2R + 1` of them).
 ///
 /// # Safety
@@ -140,7 +116,7 @@ unsafe fn block<const R: usize>(
 ) {
     let mut c = 0;
     while c < ow {
-        let (n, m) = (ow - c, mask8(ow - c));
+        let (n, m) = (ow - c, mask(ow - c));
         let mut acc = [v.bias; R];
         for i in 0..R + 2 {
             let row = src.add(i * width + c);
@@ -189,7 +165,7 @@ impl Vectors {
     #[target_feature(enable = "avx2")]
     #[inline]
     unsafe fn store<const R: usize>(&self, acc: &[__m256; R], n: usize, dst: *mut f32, ow: usize) {
-        let m = mask8(n);
+        let m = mask(n);
         for (r, &a) in acc.iter().enumerate() {
             // `max(lo, a)` then `min(hi, ·)`: a NaN sum stays NaN, as `Activation::apply`.
             let y = _mm256_min_ps(self.hi, _mm256_max_ps(self.lo, a));

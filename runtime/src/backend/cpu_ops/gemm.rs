@@ -255,6 +255,7 @@ fn fma(a: f32, b: f32, c: f32) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::super::avx2::mask as avx2_mask;
     use super::super::avx512::mask;
     use super::{Dest, LANES, MR, PREFETCH_AHEAD};
     use std::arch::x86_64::*;
@@ -390,14 +391,6 @@ mod x86 {
         Into { out: *mut f32, dest: &'a Dest<'a> },
     }
 
-    /// Lanes `i < n` on (all of them for `n ≥ 8`), as an AVX2 mask.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    unsafe fn mask8(n: usize) -> __m256i {
-        let n = n.min(8) as i32;
-        _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
-    }
-
     /// 8 values from `p`, or those of lanes `m` (zero elsewhere) unless `full`.
     #[target_feature(enable = "avx2")]
     #[inline]
@@ -442,7 +435,7 @@ mod x86 {
                     break;
                 }
                 let (at, full) = ((r0 + r) * dest.stride + c0, dest.n - c0 >= 8);
-                let m = mask8(dest.n - c0);
+                let m = avx2_mask(dest.n - c0);
                 let mut x = _mm256_add_ps(*a, b);
                 if let Some(res) = res {
                     x = _mm256_add_ps(x, load(res.add(at), m, full));

@@ -4,7 +4,7 @@
 //! Separable: each input row is copied once into a scratch row padded with `-∞` and reduced to
 //! its window maxima along the row (one value per output column); each output row is then the
 //! element-wise maximum of the reduced rows its window covers. With AVX-512 the row reduction
-//! runs 16 outputs per vector (stride 2: even and odd columns split by two-register permutes);
+//! runs 16 outputs per vector, with AVX2 8 (stride 2: even and odd columns split by permutes);
 //! elsewhere as plain loops. The result is exact: a maximum does not round, and every path
 //! takes the same maxima in the same order (`if x > m { x } else { m }`).
 
@@ -78,7 +78,7 @@ impl MaxPool2d {
                         let end = (oy * s + kh).saturating_sub(self.pads[0]).min(h);
                         copy_row(row, &reduced[first * ow..][..ow]);
                         for iy in first + 1..end {
-                            max_into(row, &reduced[iy * ow..][..ow]);
+                            max_into(self.isa, row, &reduced[iy * ow..][..ow]);
                         }
                     }
                 }
@@ -89,10 +89,15 @@ impl MaxPool2d {
 
 /// `acc[i] = max(acc[i], x[i])`, as a compare and select (one `maxps`).
 #[inline(always)]
-fn max_into(acc: &mut [f32], x: &[f32]) {
+fn max_into_body(acc: &mut [f32], x: &[f32]) {
     for (a, &v) in acc.iter_mut().zip(x) {
         *a = if v > *a { v } else { *a };
     }
+}
+
+super::multiversion! {
+    /// [`max_into_body`] compiled for `isa`.
+    fn max_into(acc: &mut [f32], x: &[f32]) => max_into_body
 }
 
 /// `out[ox] = max(padded[s·ox + kx] for kx < kw)`, maxima taken in increasing `kx`. `padded`
@@ -108,6 +113,12 @@ fn row_maxima(isa: Isa, padded: &[f32], (s, kw): (usize, usize), out: &mut [f32]
         // slack) and the stores are masked to `out`.
         return unsafe { x86::row_maxima(padded.as_ptr(), (s, kw), out) };
     }
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 {
+        // SAFETY: AVX2 is there (`Isa::available`); the last vector reads at most
+        // `s·8 + kw + 8` values past `s·(ow - 8)`, inside the slack; the stores are masked.
+        return unsafe { x86::row_maxima_avx2(padded.as_ptr(), (s, kw), out) };
+    }
     let _ = isa;
     for (ox, o) in out.iter_mut().enumerate() {
         let window = &padded[s * ox..][..kw];
@@ -121,8 +132,49 @@ fn row_maxima(isa: Isa, padded: &[f32], (s, kw): (usize, usize), out: &mut [f32]
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::super::avx2;
     use super::super::avx512::{even_odd, mask};
     use std::arch::x86_64::*;
+
+    /// [`super::row_maxima`], 8 outputs per vector.
+    ///
+    /// # Safety
+    /// AVX2; `padded` readable for `s·(ow + 8) + kw + 8` values.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn row_maxima_avx2(padded: *const f32, (s, kw): (usize, usize), out: &mut [f32]) {
+        let ow = out.len();
+        let mut c = 0;
+        while c < ow {
+            let mut m = tap_avx2(padded, s, c, 0);
+            for kx in 1..kw {
+                // `max(x, m)`: `x > m ? x : m`, the scalar order.
+                m = _mm256_max_ps(tap_avx2(padded, s, c, kx), m);
+            }
+            let dst = out.as_mut_ptr().add(c);
+            if ow - c >= 8 {
+                _mm256_storeu_ps(dst, m);
+            } else {
+                _mm256_maskstore_ps(dst, avx2::mask(ow - c), m);
+            }
+            c += 8;
+        }
+    }
+
+    /// Column `s·(c + i) + kx` of `padded` in lane `i`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn tap_avx2(padded: *const f32, s: usize, c: usize, kx: usize) -> __m256 {
+        if s == 1 {
+            return _mm256_loadu_ps(padded.add(c + kx));
+        }
+        let base = padded.add(2 * c + kx / 2 * 2);
+        let (even, odd) = avx2::even_odd(_mm256_loadu_ps(base), _mm256_loadu_ps(base.add(8)));
+        if kx.is_multiple_of(2) {
+            even
+        } else {
+            odd
+        }
+    }
 
     /// [`super::row_maxima`], 16 outputs per vector.
     ///

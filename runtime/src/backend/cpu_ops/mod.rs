@@ -18,6 +18,8 @@
 //! `HYDRANT_CPU_ISA=portable|avx2|avx512` caps the kernel choice (for comparisons and tests).
 
 #[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 pub(crate) mod copy;
 pub mod depthwise;
