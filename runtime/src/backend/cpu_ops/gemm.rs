@@ -144,6 +144,53 @@ pub unsafe fn panel_into(
     }
 }
 
+/// Columns of a [`narrow_into`] block: one AVX2 vector.
+pub const NARROW: usize = 8;
+
+/// [`panel_into`] for a block [`NARROW`] columns wide (`dest.n ≤ 8`; `v` rows of at least 8
+/// values), with AVX2: an image's last columns that would leave most of a 16-wide unit empty.
+///
+/// Panics with another ISA, if a slice is too short or `dest` reaches past the output or the
+/// residual.
+///
+/// # Safety
+/// No other thread may access the output positions `dest` names while this runs.
+pub unsafe fn narrow_into(
+    isa: Isa,
+    k: usize,
+    u: &[f32],
+    v: &[f32],
+    v_stride: usize,
+    dest: Dest<'_>,
+) {
+    let rows = dest.bias.len();
+    assert!(k > 0 && u.len() >= k * MR && v_stride >= NARROW);
+    assert!(v.len() >= (k - 1) * v_stride + NARROW);
+    assert!((1..=MR).contains(&rows) && (1..=NARROW).contains(&dest.n));
+    let out = dest.out.span(dest.at, (rows - 1) * dest.stride + dest.n);
+    if let Some(res) = dest.residual {
+        assert!(dest.at + (rows - 1) * dest.stride + dest.n <= res.len(), "residual shorter");
+    }
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: AVX2 and FMA are there (`Isa::available`); the asserts above bound every
+        // access.
+        Isa::Avx2 => unsafe {
+            x86::avx2_narrow(
+                k,
+                u.as_ptr(),
+                v.as_ptr(),
+                v_stride,
+                x86::Sink::Into { out, dest: &dest },
+            )
+        },
+        _ => {
+            let _ = (out, u, v, v_stride);
+            panic!("narrow blocks are AVX2's ({isa:?})")
+        }
+    }
+}
+
 /// `W` (`rows × k`, row-major) as `MR`-row panels for [`panel`]: `u[(p·k + kk)·MR + r]` =
 /// `W[p·MR + r][kk]`, zero past the last row.
 pub fn pack(w: &[f32], rows: usize, k: usize) -> Vec<f32> {
@@ -454,6 +501,18 @@ mod x86 {
         }
     }
 
+    /// AVX2+FMA: all 8 rows × 8 columns in one pass (8 accumulators).
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn avx2_narrow(
+        k: usize,
+        u: *const f32,
+        v: *const f32,
+        v_stride: usize,
+        sink: Sink<'_>,
+    ) {
+        store(&block::<8, 1>(k, u, 0, v, v_stride, true), 0, 0, &sink);
+    }
+
     /// AVX2+FMA: 6 rows × 16 columns per pass (12 accumulators hide the FMA latency), the
     /// last 2 rows × all `16·nv` columns in one more pass.
     #[target_feature(enable = "avx2,fma")]
@@ -527,19 +586,23 @@ mod tests {
             (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
         };
         let (stride, at) = (45, 7);
-        // (k, nv, rows, n, residual, accumulate, act): partial rows and columns, every clamp.
+        // (k, width, rows, n, residual, accumulate, act): partial rows and columns, every
+        // clamp; width 8 is `narrow_into` (AVX2).
         let cases = [
-            (5, 1, MR, 16, false, false, Activation::NONE),
-            (19, 2, 3, 21, true, false, Activation::RELU),
-            (64, 2, MR, 32, true, false, Activation::RELU6),
-            (2, 1, 1, 1, false, false, Activation::RELU6),
-            (33, 2, 7, 17, false, false, Activation::RELU),
-            (7, 1, MR, 13, false, true, Activation::NONE),
-            (40, 2, 5, 29, false, true, Activation::NONE),
-            (9, 2, MR, 32, true, true, Activation::RELU),
+            (5, 16, MR, 16, false, false, Activation::NONE),
+            (19, 32, 3, 21, true, false, Activation::RELU),
+            (64, 32, MR, 32, true, false, Activation::RELU6),
+            (2, 16, 1, 1, false, false, Activation::RELU6),
+            (33, 32, 7, 17, false, false, Activation::RELU),
+            (7, 16, MR, 13, false, true, Activation::NONE),
+            (40, 32, 5, 29, false, true, Activation::NONE),
+            (9, 32, MR, 32, true, true, Activation::RELU),
+            (11, 8, MR, 8, true, false, Activation::RELU6),
+            (6, 8, 3, 5, false, true, Activation::NONE),
+            (1, 8, MR, 1, false, false, Activation::RELU),
         ];
-        for (k, nv, rows, n, with_res, accumulate, act) in cases {
-            let vs = LANES * nv + 2;
+        for (k, width, rows, n, with_res, accumulate, act) in cases {
+            let vs = width + 2;
             let u: Vec<f32> = (0..k * MR).map(|_| 4.0 * rnd()).collect();
             let v: Vec<f32> = (0..k * vs).map(|_| 4.0 * rnd()).collect();
             let bias: Vec<f32> = (0..rows).map(|_| rnd()).collect();
@@ -548,10 +611,13 @@ mod tests {
             // What `out` holds before: NaN (nothing may read it) unless the block is added to it.
             let old: Vec<f32> =
                 (0..len).map(|_| if accumulate { 4.0 * rnd() } else { f32::NAN }).collect();
-            let want_sums = reference(k, &u, &v, vs, LANES * nv);
+            let want_sums = reference(k, &u, &v, vs, width);
             for isa in Isa::available() {
+                if width == NARROW && isa != Isa::Avx2 {
+                    continue;
+                }
                 let mut out = old.clone();
-                let mut c = vec![0f32; MR * LANES * nv];
+                let mut c = vec![0f32; MR * width];
                 let dest = Dest {
                     out: SharedOut::new(&mut out),
                     at,
@@ -563,7 +629,13 @@ mod tests {
                     act,
                 };
                 // SAFETY: one thread, `out` lives through the call.
-                unsafe { panel_into(isa, k, &u, &v, vs, nv, &mut c, dest) };
+                unsafe {
+                    if width == NARROW {
+                        narrow_into(isa, k, &u, &v, vs, dest)
+                    } else {
+                        panel_into(isa, k, &u, &v, vs, width / LANES, &mut c, dest)
+                    }
+                };
                 for (i, &got) in out.iter().enumerate() {
                     let (r, j) = (
                         (i as isize - at as isize).div_euclid(stride as isize),
@@ -575,7 +647,7 @@ mod tests {
                         continue;
                     }
                     let r = r as usize;
-                    let mut want = want_sums[r * LANES * nv + j] + bias[r] as f64;
+                    let mut want = want_sums[r * width + j] + bias[r] as f64;
                     if with_res {
                         want += res[i] as f64;
                     }

@@ -143,28 +143,35 @@ impl PointwiseConv {
         out: SharedOut,
     ) {
         let k = self.cin;
-        // Column chunks of one kernel call each: (first column, vector units, columns kept).
+        // Column chunks of one kernel call each: (first column, width, columns kept). With
+        // AVX2, blocks one vector wide ([`gemm::narrow_into`]) end the columns: a 7×7 image is
+        // 32 + 16 + 8 columns, not 32 + 32.
+        let narrow = self.isa == Isa::Avx2;
         let mut chunks = vec![];
         let mut t0 = cols.0;
         while t0 < cols.1 {
-            let nv = if cols.1 - t0 > LANES { 2 } else { 1 };
-            chunks.push((t0, nv, (nv * LANES).min(cols.1 - t0)));
-            t0 += nv * LANES;
+            let left = cols.1 - t0;
+            let width = match left {
+                _ if left > LANES + if narrow { gemm::NARROW } else { 0 } => 2 * LANES,
+                _ if left <= gemm::NARROW && narrow => gemm::NARROW,
+                _ => LANES,
+            };
+            chunks.push((t0, width, width.min(left)));
+            t0 += width;
         }
         // A chunk is read in place, or packed (its `k` rows contiguous, zero-padded past the
         // image): the partial last one always, all of them when enough panels reuse them.
         let pack_all = ps.1 - ps.0 >= PACK_PANELS;
         let mut packed_at = Vec::with_capacity(chunks.len());
         let mut total = 0;
-        for &(t0, nv, _) in &chunks {
-            let packed = pack_all || t0 + nv * LANES > pixels;
+        for &(t0, width, _) in &chunks {
+            let packed = pack_all || t0 + width > pixels;
             packed_at.push(packed.then_some(total));
-            total += if packed { k * nv * LANES } else { 0 };
+            total += if packed { k * width } else { 0 };
         }
         let packed = grow(tail, total);
-        for (&(t0, nv, n), at) in chunks.iter().zip(&packed_at) {
+        for (&(t0, width, n), at) in chunks.iter().zip(&packed_at) {
             let Some(at) = *at else { continue };
-            let width = nv * LANES;
             for (kk, row) in packed[at..][..k * width].chunks_exact_mut(width).enumerate() {
                 row[..n].copy_from_slice(&input[kk * pixels + t0..][..n]);
                 row[n..].fill(0.0);
@@ -175,8 +182,7 @@ impl PointwiseConv {
         // from L2, and the weights are read once per block.
         for p in ps.0..ps.1 {
             let u = &self.weights.u[p * k * MR..][..k * MR];
-            for (&(t0, nv, n), at) in chunks.iter().zip(&packed_at) {
-                let width = nv * LANES;
+            for (&(t0, width, n), at) in chunks.iter().zip(&packed_at) {
                 let (v, v_stride) = match *at {
                     Some(at) => (&packed[at..], width),
                     None => (&input[t0..], pixels),
@@ -193,7 +199,13 @@ impl PointwiseConv {
                     act: self.act,
                 };
                 // SAFETY: jobs own disjoint (channel, column range) pairs.
-                unsafe { gemm::panel_into(self.isa, k, u, v, v_stride, nv, c, dest) };
+                unsafe {
+                    if width == gemm::NARROW {
+                        gemm::narrow_into(self.isa, k, u, v, v_stride, dest)
+                    } else {
+                        gemm::panel_into(self.isa, k, u, v, v_stride, width / LANES, c, dest)
+                    }
+                }
             }
         }
     }
