@@ -513,8 +513,9 @@ mod x86 {
         store(&block::<8, 1>(k, u, 0, v, v_stride, true), 0, 0, &sink);
     }
 
-    /// AVX2+FMA: 6 rows × 16 columns per pass (12 accumulators hide the FMA latency), the
-    /// last 2 rows × all `16·nv` columns in one more pass.
+    /// AVX2+FMA: for 32 columns, 6 rows × 16 columns per pass (12 accumulators hide the FMA
+    /// latency) and the last 2 rows × 32 columns in one more pass; for 16 columns, two passes
+    /// of 4 rows.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn avx2(
         k: usize,
@@ -524,15 +525,18 @@ mod x86 {
         nv: usize,
         sink: Sink<'_>,
     ) {
+        if nv == 1 {
+            // 4 rows × 16 columns twice: 8 accumulators each, where 6 + 2 rows would leave the
+            // second pass 4, too few to hide the FMA latency.
+            store(&block::<4, 2>(k, u, 0, v, v_stride, true), 0, 0, &sink);
+            store(&block::<4, 2>(k, u, 4, v, v_stride, false), 4, 0, &sink);
+            return;
+        }
         for unit in 0..nv {
             let acc = block::<6, 2>(k, u, 0, v.add(unit * LANES), v_stride, unit == 0);
             store(&acc, 0, unit * LANES, &sink);
         }
-        if nv == 2 {
-            store(&block::<2, 4>(k, u, 6, v, v_stride, false), 6, 0, &sink);
-        } else {
-            store(&block::<2, 2>(k, u, 6, v, v_stride, false), 6, 0, &sink);
-        }
+        store(&block::<2, 4>(k, u, 6, v, v_stride, false), 6, 0, &sink);
     }
 }
 
