@@ -26,6 +26,10 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 /// Fewest input and output channels for which a convolution is worth replacing.
 const MIN_CHANNELS: usize = 16;
 
+/// Input channels from which strided 3×3 convolutions stay with tract unless the kernels are
+/// AVX-512 (see `conv_patch`).
+const STRIDED_3X3_TRACT_CHANNELS: usize = 64;
+
 /// Replaces every eligible convolution of `model` (decluttered, concrete shapes); returns how
 /// many were replaced. Ops it does not recognise are left to tract.
 pub fn patch(model: &mut TypedModel, isa: Isa) -> TractResult<usize> {
@@ -356,11 +360,14 @@ fn conv_patch(model: &TypedModel, id: usize, isa: Isa) -> TractResult<Option<Typ
     // prefetches its weights, it beats tract's product on ResNet-18's strided 3×3 convolutions
     // also on one thread (`bench-ops --only 3x3/2`, Xeon: 0.55× tract's time for 256 input
     // channels, 0.79× for 64, 1.07× for 128; the whole model at batch 1 takes 26 → 24.5 ms).
-    // With AVX2 tract's product wins on those (1.13–1.30× ours slower, Zen 3) and ours only on
-    // the larger kernels (7×7 stem: 0.90×), so strided 3×3 convolutions stay with tract there.
+    // With AVX2 tract's product wins on those (64–256 input channels: 1.13–1.30× ours slower,
+    // Zen 3), so they stay with tract there; ours still wins on the 7×7 stem (0.90×) and on
+    // MobileNet-V2's 3-channel strided 3×3 stem (0.33×).
+    let strided_3x3_to_tract =
+        isa != Isa::Avx512 && kernel_hw == (3, 3) && cin >= STRIDED_3X3_TRACT_CHANNELS;
     let im2col = !winograd
+        && !strided_3x3_to_tract
         && kernel_hw != (1, 1)
-        && (isa == Isa::Avx512 || kernel_hw != (3, 3))
         && cin * kernel_hw.0 * kernel_hw.1 >= MIN_CHANNELS;
     if !(winograd || im2col) || cout < MIN_CHANNELS || node.inputs.len() != 3 {
         return Ok(None);

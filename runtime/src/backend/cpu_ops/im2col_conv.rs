@@ -341,8 +341,9 @@ mod tests {
             }
             for isa in Isa::available() {
                 let pair = Pair::new(&case, case_ix as u64, isa).unwrap();
-                // Strided 3×3 convolutions stay with tract but with AVX-512 (`fuse`).
-                if kernel == 3 && case.stride == 2 && isa != Isa::Avx512 {
+                // Strided 3×3 convolutions with 64+ input channels stay with tract but with
+                // AVX-512 (`fuse`).
+                if kernel == 3 && case.stride == 2 && case.cin >= 64 && isa != Isa::Avx512 {
                     assert_eq!(pair.replaced, 0, "{case:?} {isa:?}");
                     continue;
                 }

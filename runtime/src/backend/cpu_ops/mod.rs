@@ -4,7 +4,7 @@
 //! ungrouped convolution it can (with its bias, and a residual `Add` and a `Relu` that follow
 //! it) by a [`WinogradConv`](winograd::WinogradConv) (stride-1 3×3) or an
 //! [`Im2colConv`](im2col_conv::Im2colConv) (other strides and kernels; not 1×1, nor strided 3×3
-//! without AVX-512, where tract computes them faster). The rest of the graph is optimized by
+//! with 64+ input channels without AVX-512, where tract computes them faster). The rest of the graph is optimized by
 //! tract as before. 3×3 depthwise convolutions (stride 1 or 2) become
 //! a [`DepthwiseConv`](depthwise::DepthwiseConv), with a following ReLU or ReLU6 fused, and 2-D
 //! max poolings a [`MaxPool2d`](maxpool::MaxPool2d).
