@@ -280,6 +280,54 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = RefCell::default();
 }
 
+/// Output rows a register-blocked band sweep computes together.
+#[cfg(target_arch = "x86_64")]
+pub(super) const BAND_ROWS: usize = 4;
+
+/// One block of a register-blocked band sweep with vectors `V`: output rows from input rows
+/// `src` (`width` apart), `ow` wide, stored at `dst`.
+#[cfg(target_arch = "x86_64")]
+pub(super) type Block<V> = unsafe fn(*const f32, usize, usize, &V, *mut f32);
+
+/// The row loop of a register-blocked band sweep ([`super::depthwise_avx512::band`],
+/// [`super::depthwise_avx2::band`]): checks that `padded` holds every input row the output rows
+/// of `dst` read (stride 2: and `slack` values past them), then runs `blocks` (stride 1 over
+/// [`BAND_ROWS`] rows, stride 1 over one, the same for stride 2) down the band.
+///
+/// Panics unless the stride is 1 or 2, `dst` holds whole rows and `padded` the rows they read.
+///
+/// # Safety
+/// The CPU must have the features the blocks are compiled for; each block reads only the
+/// input rows of its output rows (and the slack) and writes only those output rows.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn sweep_band<V>(
+    stride: usize,
+    padded: &[f32],
+    width: usize,
+    ow: usize,
+    slack: usize,
+    v: &V,
+    blocks: [Block<V>; 4],
+    dst: &mut [f32],
+) {
+    assert!((1..=2).contains(&stride) && ow > 0 && dst.len().is_multiple_of(ow));
+    let rows = dst.len() / ow;
+    let (in_rows, slack) = if stride == 1 { (rows + 2, 0) } else { (2 * rows + 1, slack) };
+    assert!(width >= stride * ow + 2, "band rows too narrow");
+    assert!(padded.len() >= in_rows * width + slack, "band scratch too short");
+    let (src, out) = (padded.as_ptr(), dst.as_mut_ptr());
+    let mut y = 0;
+    while y < rows {
+        let four = y + BAND_ROWS <= rows;
+        let block = blocks[2 * (stride - 1) + usize::from(!four)];
+        // SAFETY: output rows `y..y + BAND_ROWS` (or `y`) and the input rows they read (and,
+        // for stride 2, the slack past them) are in bounds (asserted above).
+        unsafe { block(src.add(stride * y * width), width, ow, v, out.add(y * ow)) };
+        y += if four { BAND_ROWS } else { 1 };
+    }
+}
+
 /// A register-blocked band sweep: [`super::depthwise_avx512::band`] or
 /// [`super::depthwise_avx2::band`].
 #[cfg(target_arch = "x86_64")]

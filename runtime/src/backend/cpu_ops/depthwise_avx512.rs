@@ -8,11 +8,9 @@
 //! loop of [`super::depthwise`].
 
 use super::avx512::{even_odd, mask};
+use super::depthwise::{sweep_band, Block, BAND_ROWS as ROWS};
 use super::Activation;
 use std::arch::x86_64::*;
-
-/// Output rows computed together.
-const ROWS: usize = 4;
 
 /// Values a stride-2 band reads past its last padded row (the loads of its last vector).
 pub const STRIDE2_SLACK: usize = 48;
@@ -41,28 +39,9 @@ pub unsafe fn band(
     act: Activation,
     dst: &mut [f32],
 ) {
-    assert!((1..=2).contains(&stride) && ow > 0 && dst.len().is_multiple_of(ow));
-    let rows = dst.len() / ow;
-    let (in_rows, slack) = if stride == 1 { (rows + 2, 0) } else { (2 * rows + 1, STRIDE2_SLACK) };
-    assert!(width >= stride * ow + 2, "band rows too narrow");
-    assert!(padded.len() >= in_rows * width + slack, "band scratch too short");
     let v = Vectors::new(k, bias, act);
-    let (src, out) = (padded.as_ptr(), dst.as_mut_ptr());
-    let mut y = 0;
-    while y < rows {
-        // SAFETY: output rows `y..y + ROWS` (or `y`) and the input rows they read (and, for
-        // stride 2, the slack past them) are in bounds (asserted above); the blocks read and
-        // write only those, and mask the last vector of each row.
-        let (src, out) = (src.add(stride * y * width), out.add(y * ow));
-        let four = y + ROWS <= rows;
-        match (stride, four) {
-            (1, true) => block::<ROWS>(src, width, ow, &v, out),
-            (1, false) => block::<1>(src, width, ow, &v, out),
-            (_, true) => block2::<ROWS>(src, width, ow, &v, out),
-            (_, false) => block2::<1>(src, width, ow, &v, out),
-        }
-        y += if four { ROWS } else { 1 };
-    }
+    let blocks: [Block<Vectors>; 4] = [block::<ROWS>, block::<1>, block2::<ROWS>, block2::<1>];
+    sweep_band(stride, padded, width, ow, STRIDE2_SLACK, &v, blocks, dst)
 }
 
 /// `R` stride-2 output rows from padded rows `src`, `src + width`, … (`2R + 1` of them).
