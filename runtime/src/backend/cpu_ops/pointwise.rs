@@ -151,10 +151,14 @@ impl PointwiseConv {
         let mut t0 = cols.0;
         while t0 < cols.1 {
             let left = cols.1 - t0;
-            let width = match left {
-                _ if left > LANES + if narrow { gemm::NARROW } else { 0 } => 2 * LANES,
-                _ if left <= gemm::NARROW && narrow => gemm::NARROW,
-                _ => LANES,
+            // Two units unless one (and, with AVX2, a narrow block) covers what is left.
+            let one_unit_covers = LANES + if narrow { gemm::NARROW } else { 0 };
+            let width = if left > one_unit_covers {
+                2 * LANES
+            } else if narrow && left <= gemm::NARROW {
+                gemm::NARROW
+            } else {
+                LANES
             };
             chunks.push((t0, width, width.min(left)));
             t0 += width;
