@@ -21,12 +21,23 @@ pub const LANES: usize = 16;
 #[cfg(target_arch = "x86_64")]
 const PREFETCH_AHEAD: usize = MR * 64;
 
-/// Panics unless `u` and `v` hold what a call over `k` with `nv` units reads.
-fn check_operands(k: usize, u: &[f32], v: &[f32], v_stride: usize, nv: usize) {
-    let width = LANES * nv;
-    assert!((1..=2).contains(&nv) && k > 0);
-    assert!(u.len() >= k * MR && v_stride >= width);
+/// Panics unless `u` and `v` hold what a call over `k` on `width` columns reads.
+fn check_operands(k: usize, u: &[f32], v: &[f32], v_stride: usize, width: usize) {
+    assert!(k > 0 && u.len() >= k * MR && v_stride >= width);
     assert!(v.len() >= (k - 1) * v_stride + width);
+}
+
+/// Where a block `width` columns wide stores through `dest`: `dest.out` at `dest.at`, after
+/// checking that the block's rows and columns fit the block and lie inside the output and the
+/// residual (panics otherwise).
+fn dest_start(dest: &Dest<'_>, width: usize) -> *mut f32 {
+    let rows = dest.bias.len();
+    assert!((1..=MR).contains(&rows) && (1..=width).contains(&dest.n));
+    let span = (rows - 1) * dest.stride + dest.n;
+    if let Some(res) = dest.residual {
+        assert!(dest.at + span <= res.len(), "residual shorter than the output");
+    }
+    dest.out.span(dest.at, span)
 }
 
 /// `c[r·c_stride + j] = Σ_kk u[kk·MR + r] · v[kk·v_stride + j]` for `r < MR`, `j < 16·nv`.
@@ -44,7 +55,8 @@ pub fn panel(
     c_stride: usize,
 ) {
     let width = LANES * nv;
-    check_operands(k, u, v, v_stride, nv);
+    assert!((1..=2).contains(&nv));
+    check_operands(k, u, v, v_stride, width);
     assert!(c_stride >= width && c.len() >= (MR - 1) * c_stride + width);
     match isa {
         #[cfg(target_arch = "x86_64")]
@@ -109,18 +121,13 @@ pub unsafe fn panel_into(
     c: &mut [f32],
     dest: Dest<'_>,
 ) {
-    let rows = dest.bias.len();
-    check_operands(k, u, v, v_stride, nv);
-    assert!((1..=MR).contains(&rows) && (1..=LANES * nv).contains(&dest.n));
-    let span = (rows - 1) * dest.stride + dest.n;
-    let out = dest.out.span(dest.at, span);
-    if let Some(res) = dest.residual {
-        assert!(dest.at + span <= res.len(), "residual shorter than the output");
-    }
+    assert!((1..=2).contains(&nv));
+    check_operands(k, u, v, v_stride, LANES * nv);
+    let out = dest_start(&dest, LANES * nv);
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX-512F is there (`Isa::available`); the asserts above bound every read of
-        // `u`, `v` and the residual and every write (`span` values from `out`), which the
+        // `u`, `v` and the residual and every write (the block's span from `out`), which the
         // caller owns.
         Isa::Avx512 => unsafe {
             let (u, v) = (u.as_ptr(), v.as_ptr());
@@ -163,14 +170,8 @@ pub unsafe fn narrow_into(
     v_stride: usize,
     dest: Dest<'_>,
 ) {
-    let rows = dest.bias.len();
-    assert!(k > 0 && u.len() >= k * MR && v_stride >= NARROW);
-    assert!(v.len() >= (k - 1) * v_stride + NARROW);
-    assert!((1..=MR).contains(&rows) && (1..=NARROW).contains(&dest.n));
-    let out = dest.out.span(dest.at, (rows - 1) * dest.stride + dest.n);
-    if let Some(res) = dest.residual {
-        assert!(dest.at + (rows - 1) * dest.stride + dest.n <= res.len(), "residual shorter");
-    }
+    check_operands(k, u, v, v_stride, NARROW);
+    let out = dest_start(&dest, NARROW);
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: AVX2 and FMA are there (`Isa::available`); the asserts above bound every
